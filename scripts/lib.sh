@@ -1,0 +1,54 @@
+# Common settings for the project's scripts. Source it; do not run it.
+# shellcheck shell=bash
+
+set -euo pipefail
+
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# Kernel source we build against: Debian's linux-source-7.3 from trixie-backports.
+KSRC_PKG=linux-source-7.3
+KSRC_MIN_VERSION=7.3
+LLVM_SUFFIX=-19
+BINDGEN_MIN_VERSION=0.71.1
+
+# Everything fetched or built lives outside the repository, here.
+CACHE_DIR=${DMSNAP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dm-snap-persistent-rs}
+export PATH="$HOME/.cargo/bin:$PATH"
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Run as root, or through sudo when not root.
+as_root() {
+	if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# The inputs of the kernel build, one per line; their hash names the cached
+# build. Anything that can change the built tree belongs here.
+kernel_inputs() {
+	local tarball=$1
+	echo "source: $(basename "$(dirname "$(dirname "$(dirname "$tarball")")")")"
+	echo "tarball-size: $(stat -c %s "$tarball")"
+	echo "recipe: $(sha256sum < "$TOP/scripts/kernel-recipe.sh" | cut -d' ' -f1)"
+	echo "config: $(sha256sum < "$TOP/kernel/guest.config" | cut -d' ' -f1)"
+	local p
+	for p in "$TOP"/patches/*.patch; do
+		[ -e "$p" ] || continue
+		# the patch's own content, not the date line format-patch writes
+		echo "patch $(basename "$p"): $(grep -v '^Date: ' "$p" | sha256sum | cut -d' ' -f1)"
+	done
+	echo "rustc: $(rustc --version)"
+	echo "rust-src: $(rustc --print sysroot)"
+	echo "clang: $(clang$LLVM_SUFFIX --version | head -n1)"
+	echo "lld: $(ld.lld$LLVM_SUFFIX --version | head -n1)"
+	echo "bindgen: $(bindgen --version)"
+}
+
+# Where the cached kernel source tarball is, without fetching (empty if none).
+kernel_tarball() {
+	ls "$CACHE_DIR"/source-*/usr/src/${KSRC_PKG}.tar.xz 2>/dev/null | sort -V | tail -n1
+}
+
+kernel_key() {
+	kernel_inputs "$1" | sha256sum | cut -c1-16
+}
