@@ -1,0 +1,385 @@
+// SPDX-License-Identifier: GPL-2.0-only
+//! Unit tests of the validating activation scan.
+
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod common;
+
+use common::*;
+use snap_format::*;
+
+fn ex(old_chunk: u64, new_chunk: u64) -> Exception {
+    Exception {
+        old_chunk,
+        new_chunk,
+    }
+}
+
+#[test]
+fn empty_store_scans_to_area_0_with_nothing() {
+    let l = layout(1);
+    let img = store_image(l, 10, &[vec![]]);
+    let (r, seen, _) = scan(&img, l).unwrap();
+    assert!(seen.is_empty());
+    assert_eq!(
+        r,
+        ScanResult {
+            current_area: 0,
+            current_committed: 0,
+            next_free: 2,
+            exceptions: 0,
+            warning: None
+        }
+    );
+}
+
+#[test]
+fn partial_area_reports_committed_and_next_free_from_max_new_chunk() {
+    let l = layout(1);
+    // Out-of-order commit: chunk 5 before chunk 3; a hole at 4.
+    let img = store_image(l, 40, &[vec![ex(10, 2), ex(11, 5), ex(12, 3)]]);
+    let (r, seen, area) = scan(&img, l).unwrap();
+    assert_eq!(seen, vec![ex(10, 2), ex(11, 5), ex(12, 3)]);
+    assert_eq!(
+        (r.current_area, r.current_committed, r.next_free),
+        (0, 3, 6)
+    );
+    assert_eq!(r.exceptions, 3);
+    assert_eq!(read_exception(&area, 2), Some(ex(12, 3)));
+}
+
+#[test]
+fn full_areas_continue_to_the_next_area() {
+    let l = layout(1); // 32 per area
+    let areas = in_order(l, 32 * 2 + 5, |k| 1000 + k);
+    assert_eq!(areas.len(), 3);
+    let img = store_image(l, 200, &areas);
+    let (r, seen, _) = scan(&img, l).unwrap();
+    assert_eq!(seen.len(), 69);
+    assert_eq!(seen, areas.concat());
+    assert_eq!((r.current_area, r.current_committed), (2, 5));
+    let last = seen.last().unwrap().new_chunk;
+    assert_eq!(r.next_free, l.skip_metadata(last + 1).unwrap());
+}
+
+#[test]
+fn last_exception_of_an_area_fills_it_and_the_next_area_is_empty() {
+    let l = layout(1);
+    let areas = in_order(l, 32, |k| k);
+    assert_eq!(areas.len(), 2);
+    assert!(areas[1].is_empty());
+    // Last data chunk of area 0 is 33; next_free skips area 1 at 34.
+    assert_eq!(areas[0][31].new_chunk, 33);
+    let img = store_image(l, 100, &areas);
+    let (r, _, _) = scan(&img, l).unwrap();
+    assert_eq!(
+        (r.current_area, r.current_committed, r.next_free),
+        (1, 0, 35)
+    );
+}
+
+#[test]
+fn reload_with_next_free_right_before_a_metadata_area() {
+    let l = layout(1);
+    let areas = in_order(l, 31, |k| k);
+    assert_eq!(areas[0][30].new_chunk, 32);
+    let img = store_image(l, 100, &areas);
+    let (r, _, mut area) = scan(&img, l).unwrap();
+    assert_eq!(r.next_free, 33);
+    let mut s = Pstore::from_scan(l, LogicalBlockSize::SECTOR, &r, &mut area).unwrap();
+    assert_eq!(s.prepare_exception(100).unwrap(), 33);
+    assert_eq!(s.next_free(), 35);
+    assert_eq!(s.prepare_exception(100).unwrap(), 35);
+}
+
+#[test]
+fn every_power_of_two_chunk_size_up_to_2_mib_scans_a_full_area() {
+    for shift in 0..=12u32 {
+        let l = layout(1 << shift);
+        let epa = u64::from(l.exceptions_per_area());
+        let areas = in_order(l, epa + 1, |k| k * 3);
+        let cow_sectors = (2 * (epa + 1) + 1) * u64::from(l.chunk_sectors());
+        let mut s = Scan::new(l, cow_sectors);
+        let mut seen = 0u64;
+        for (i, a) in areas.iter().enumerate() {
+            let io = s.next_area().unwrap().unwrap();
+            assert_eq!(io.chunk, l.area_location(i as u64).unwrap());
+            let mut buf = vec![0u8; l.chunk_bytes() as usize];
+            for (j, e) in a.iter().enumerate() {
+                write_exception(&mut buf, j as u32, *e).unwrap();
+            }
+            s.scan_area(&buf, |_| {
+                seen += 1;
+                Ok(())
+            })
+            .unwrap();
+        }
+        assert_eq!(s.next_area(), Ok(None));
+        let r = s.finish().unwrap();
+        assert_eq!(seen, epa + 1);
+        assert_eq!((r.current_area, r.current_committed), (1, 1));
+        assert_eq!(r.next_free, epa + 4);
+    }
+}
+
+#[test]
+fn cow_device_ending_mid_area_scans_and_refuses_chunks_past_the_end() {
+    let l = layout(1);
+    // Device: header, area 0, 10 data chunks, plus half a chunk.
+    let chunks = 12;
+    let mut img = store_image(l, chunks, &[in_order(l, 10, |k| k)[0].clone()]);
+    img.extend_from_slice(&[0u8; 256]);
+    let (r, _, mut area) = scan(&img, l).unwrap();
+    assert_eq!((r.current_committed, r.next_free), (10, 12));
+    let mut s = Pstore::from_scan(l, LogicalBlockSize::SECTOR, &r, &mut area).unwrap();
+    assert_eq!(
+        s.prepare_exception(sectors(&img)),
+        Err(Error::NoSpace {
+            chunk: 12,
+            cow_sectors: 12
+        })
+    );
+    // An exception pointing at the partial last chunk is refused on scan.
+    put_area(&mut img, l, 0, &[ex(1, 12)]);
+    assert_eq!(
+        scan(&img, l).unwrap_err(),
+        Error::NewChunkBeyondDevice {
+            area: 0,
+            index: 0,
+            new_chunk: 12,
+            cow_chunks: 12
+        }
+    );
+}
+
+#[test]
+fn new_chunk_on_a_metadata_area_is_refused() {
+    let l = layout(1);
+    let img = store_image(l, 100, &[vec![ex(1, 2), ex(2, 34)]]);
+    let e = scan(&img, l).unwrap_err();
+    assert_eq!(
+        e,
+        Error::NewChunkIsMetadata {
+            area: 0,
+            index: 1,
+            new_chunk: 34,
+            metadata_area: 1
+        }
+    );
+    assert_eq!(e.errno(), errno::EINVAL);
+    // Chunk 1 is area 0 itself.
+    let img = store_image(l, 100, &[vec![ex(1, 1)]]);
+    assert!(matches!(
+        scan(&img, l).unwrap_err(),
+        Error::NewChunkIsMetadata {
+            metadata_area: 0,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn new_chunk_with_dm_count_bits_is_beyond_the_device() {
+    let l = layout(1);
+    let img = store_image(l, 100, &[vec![ex(1, (1 << 56) | 2)]]);
+    assert!(matches!(
+        scan(&img, l).unwrap_err(),
+        Error::NewChunkBeyondDevice { .. }
+    ));
+    let img = store_image(l, 100, &[vec![ex(1, u64::MAX)]]);
+    assert!(matches!(
+        scan(&img, l).unwrap_err(),
+        Error::NewChunkBeyondDevice { .. }
+    ));
+}
+
+#[test]
+fn old_chunk_past_the_largest_device_is_refused() {
+    for sectors in [1u32, 8, 1024] {
+        let l = layout(sectors);
+        let max = l.max_old_chunk();
+        let img = store_image(l, 4, &[vec![ex(max, 2)]]);
+        assert!(scan(&img, l).is_ok());
+        let img = store_image(l, 4, &[vec![ex(max + 1, 2)]]);
+        assert_eq!(
+            scan(&img, l).unwrap_err(),
+            Error::OldChunkTooLarge {
+                area: 0,
+                index: 0,
+                old_chunk: max + 1,
+                max
+            }
+        );
+    }
+    let l = layout(1);
+    let img = store_image(l, 4, &[vec![ex(u64::MAX, 2)]]);
+    assert!(matches!(
+        scan(&img, l).unwrap_err(),
+        Error::OldChunkTooLarge { .. }
+    ));
+}
+
+#[test]
+fn area_beyond_the_device_is_refused_before_reading() {
+    let l = layout(1);
+    // Area 0 full, device ends right where area 1 would be.
+    let areas = in_order(l, 32, |k| k);
+    let img = store_image(l, 34, &areas[..1]);
+    assert_eq!(
+        scan(&img, l).unwrap_err(),
+        Error::AreaBeyondDevice {
+            area: 1,
+            chunk: 34,
+            cow_chunks: 34
+        }
+    );
+    // A device of a single chunk has no area 0.
+    let img = store_image(l, 1, &[]);
+    assert!(matches!(
+        scan(&img, l).unwrap_err(),
+        Error::AreaBeyondDevice { area: 0, .. }
+    ));
+}
+
+#[test]
+fn garbage_after_the_end_marker_is_a_warning_and_is_cleared() {
+    let l = layout(1);
+    let mut img = store_image(l, 100, &[vec![ex(1, 2), ex(2, 3)]]);
+    // Records 4 and 9 hold leftovers, and the marker has an old_chunk.
+    let base = chunk_range(l, 1).start;
+    write_exception(&mut img[base..base + 512], 4, ex(7, 40)).unwrap();
+    write_exception(&mut img[base..base + 512], 9, ex(8, 41)).unwrap();
+    let (r, seen, mut area) = scan(&img, l).unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(r.next_free, 4); // leftovers do not count, as in C
+    assert_eq!(
+        r.warning,
+        Some(Warning::GarbageAfterEndMarker {
+            area: 0,
+            end: 2,
+            first: 4,
+            records: 2
+        })
+    );
+    let s = Pstore::from_scan(l, LogicalBlockSize::SECTOR, &r, &mut area).unwrap();
+    assert_eq!(read_exception(&area, 4), Some(Exception::default()));
+    assert_eq!(read_exception(&area, 9), Some(Exception::default()));
+    assert_eq!(s.dirty_range(), Some(0..512));
+    // A nonzero old_chunk in the marker record alone also counts.
+    put_area(&mut img, l, 0, &[ex(1, 2), ex(5, 0)]);
+    let (r, seen, _) = scan(&img, l).unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        r.warning,
+        Some(Warning::GarbageAfterEndMarker {
+            area: 0,
+            end: 1,
+            first: 1,
+            records: 1
+        })
+    );
+}
+
+#[test]
+fn cleared_garbage_cannot_be_revived_by_the_next_commit() {
+    // C keeps leftovers in memory: after committing into slot 2, the
+    // leftover in slot 3 would become a live exception on the next load.
+    let l = layout(1);
+    let mut img = store_image(l, 100, &[vec![ex(1, 2), ex(2, 3)]]);
+    let base = chunk_range(l, 1).start;
+    write_exception(&mut img[base..base + 512], 3, ex(9, 5)).unwrap();
+    let (r, _, mut area) = scan(&img, l).unwrap();
+    let mut s = Pstore::from_scan(l, LogicalBlockSize::SECTOR, &r, &mut area).unwrap();
+    let c = s.prepare_exception(sectors(&img)).unwrap();
+    assert_eq!(c, 4);
+    let CommitStep::WriteArea(w) = s.commit_exception(&mut area, ex(3, c), true).unwrap() else {
+        panic!("expected a write");
+    };
+    let dst = chunk_range(l, w.chunk).start + w.range().unwrap().start;
+    img[dst..dst + w.len as usize].copy_from_slice(w.bytes(&area).unwrap());
+    s.commit_io_done(&mut area, true).unwrap();
+    let (r, seen, _) = scan(&img, l).unwrap();
+    assert_eq!(seen, vec![ex(1, 2), ex(2, 3), ex(3, 4)]);
+    assert_eq!(r.warning, None);
+}
+
+#[test]
+fn callback_errors_stop_the_scan_with_their_errno() {
+    let l = layout(1);
+    let img = store_image(l, 100, &[vec![ex(1, 2), ex(2, 3)]]);
+    let mut area = vec![0u8; 512];
+    let mut n = 0;
+    let e = scan_areas(
+        l,
+        sectors(&img),
+        &mut area,
+        |c, buf| read_chunk(&img, l, c, buf),
+        |_| {
+            n += 1;
+            if n == 2 {
+                Err(errno::ENOMEM)
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        Error::Callback {
+            errno: errno::ENOMEM
+        }
+    );
+    assert_eq!(e.errno(), errno::ENOMEM);
+}
+
+#[test]
+fn read_errors_stop_the_scan_with_their_errno() {
+    let l = layout(1);
+    let mut area = vec![0u8; 512];
+    let e = scan_areas(l, 100, &mut area, |_, _| Err(errno::EIO), |_| Ok(())).unwrap_err();
+    assert_eq!(e, Error::ReadFailed { chunk: 1, errno: 5 });
+}
+
+#[test]
+fn scan_refuses_wrong_buffer_sizes_and_calls_out_of_order() {
+    let l = layout(1);
+    let mut s = Scan::new(l, 100);
+    assert_eq!(s.finish(), Err(Error::ScanState));
+    assert!(matches!(
+        s.scan_area(&[0u8; 511], |_| Ok(())),
+        Err(Error::BufferSize {
+            expected: 512,
+            actual: 511
+        })
+    ));
+    assert_eq!(
+        s.scan_area(&[0u8; 512], |_| Ok(())),
+        Ok(AreaFill::Partial { committed: 0 })
+    );
+    assert_eq!(s.next_area(), Ok(None));
+    assert_eq!(s.next_prefetch(), None);
+    assert_eq!(s.scan_area(&[0u8; 512], |_| Ok(())), Err(Error::ScanState));
+    assert!(s.finish().is_ok());
+}
+
+#[test]
+fn prefetch_window_covers_twelve_areas_ahead_and_stops_at_the_device_end() {
+    let l = layout(1); // stride 33
+    let mut s = Scan::new(l, 1 + 33 * 20);
+    let first: Vec<u64> = std::iter::from_fn(|| s.next_prefetch()).collect();
+    assert_eq!(first.len(), 13); // areas 0..=12
+    assert_eq!(first[0], 1);
+    assert_eq!(first[12], 1 + 33 * 12);
+    // After a full area, one more area comes into the window.
+    let full: Vec<u8> = in_order(l, 32, |k| k)[0]
+        .iter()
+        .flat_map(|e| e.encode())
+        .collect();
+    assert_eq!(s.scan_area(&full, |_| Ok(())), Ok(AreaFill::Full));
+    let next: Vec<u64> = std::iter::from_fn(|| s.next_prefetch()).collect();
+    assert_eq!(next, vec![1 + 33 * 13]);
+    // Near the end of the device the window is cut.
+    let mut s = Scan::new(l, 1 + 33 * 3);
+    assert_eq!(std::iter::from_fn(|| s.next_prefetch()).count(), 3);
+}
