@@ -1645,10 +1645,11 @@ impl Scan {
         }
         self.layout.check_area_len(area.len())?;
         let epa = self.layout.exceptions_per_area();
-        for (index, record) in (0..epa).zip(area.chunks_exact(DISK_EXCEPTION_SIZE)) {
-            let record: &[u8; DISK_EXCEPTION_SIZE] =
-                record.try_into().map_err(|_| Error::Overflow)?;
-            let e = Exception::decode(record);
+        // Records by index rather than `chunks_exact()`, whose length
+        // division leaves a panic call that objtool (7.3) does not know as
+        // noreturn in the kernel build.
+        for index in 0..epa {
+            let e = read_exception(area, index).ok_or(Error::Overflow)?;
             if e.is_end_marker() {
                 let warning = garbage_after(area, self.current_area, index);
                 self.phase = ScanPhase::Done {
@@ -1696,13 +1697,13 @@ impl Scan {
 fn garbage_after(area: &[u8], area_index: u64, end: u32) -> Option<Warning> {
     let mut first = None;
     let mut records = 0u32;
-    let start = exception_offset(end)?;
-    let tail = area.get(start..)?;
-    for (index, record) in (end..).zip(tail.chunks_exact(DISK_EXCEPTION_SIZE)) {
-        if record.iter().any(|b| *b != 0) {
+    let mut index = end;
+    while let Some(e) = read_exception(area, index) {
+        if e != Exception::default() {
             first = first.or(Some(index));
             records = records.saturating_add(1);
         }
+        index = index.checked_add(1)?;
     }
     Some(Warning::GarbageAfterEndMarker {
         area: area_index,
@@ -2396,10 +2397,8 @@ impl Pstore {
         let prev = self.current_area.checked_sub(1).ok_or(Error::MergeState)?;
         let cow_chunks = self.layout.device_chunks(cow_sectors);
         let epa = self.layout.exceptions_per_area();
-        for (index, record) in (0..epa).zip(area.chunks_exact(DISK_EXCEPTION_SIZE)) {
-            let record: &[u8; DISK_EXCEPTION_SIZE] =
-                record.try_into().map_err(|_| Error::Overflow)?;
-            let e = Exception::decode(record);
+        for index in 0..epa {
+            let e = read_exception(area, index).ok_or(Error::Overflow)?;
             if e.is_end_marker() {
                 return Err(Error::UnexpectedEndMarker { area: prev, index });
             }
