@@ -1,0 +1,178 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Buffered block reads through dm-bufio.
+//!
+//! dm-bufio caches fixed-size blocks of a block device. A [`Client`] owns a
+//! `struct dm_bufio_client`; [`Client::read`] returns a [`Buffer`] guard that
+//! gives the block's bytes and releases the block when dropped. The guard
+//! borrows the client mutably, so a holder has at most one buffer at a time
+//! (dm-bufio's rule against deadlocking on its own reserve).
+//!
+//! C header: [`include/linux/dm-bufio.h`](srctree/include/linux/dm-bufio.h)
+
+use crate::block_device::{BlockDevice, SECTOR_SIZE};
+use core::{marker::PhantomData, ptr::NonNull};
+use kernel::{
+    bindings,
+    error::{code::EINVAL, from_err_ptr, Result},
+};
+
+/// A dm-bufio client for one block device and block size.
+///
+/// # Invariants
+///
+/// `ptr` is a client returned by `dm_bufio_client_create()` and not yet
+/// destroyed; only the drop of this value destroys it. The block device
+/// stays open while the client exists (`'a`). `block_size` is the client's
+/// block size in bytes.
+pub struct Client<'a> {
+    ptr: NonNull<bindings::dm_bufio_client>,
+    block_size: usize,
+    _bdev: PhantomData<&'a BlockDevice>,
+}
+
+// SAFETY: A dm-bufio client may be used and destroyed from any thread.
+unsafe impl Send for Client<'_> {}
+
+// SAFETY: dm-bufio serialises access to a client internally; the methods
+// that hand out buffers take `&mut self`.
+unsafe impl Sync for Client<'_> {}
+
+impl<'a> Client<'a> {
+    /// Creates a client for `bdev` with blocks of `block_size` bytes
+    /// (`dm_bufio_client_create()`), reserving one buffer.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if `block_size` is not a power of two of at least one
+    /// sector; `ENOMEM` if the client cannot be allocated.
+    ///
+    /// Context: may sleep.
+    pub fn new(bdev: &'a BlockDevice, block_size: usize) -> Result<Self> {
+        if !block_size.is_power_of_two() || block_size < SECTOR_SIZE {
+            return Err(EINVAL);
+        }
+        let raw_size = u32::try_from(block_size).map_err(|_| EINVAL)?;
+        // SAFETY: `bdev` is open for `'a`, which the client does not
+        // outlive; the block size was checked above; no aux data, no
+        // callbacks, no flags.
+        let ptr = from_err_ptr(unsafe {
+            bindings::dm_bufio_client_create(bdev.as_raw(), raw_size, 1, 0, None, None, 0)
+        })?;
+        // INVARIANT: `ptr` is a new client owned by the returned value.
+        Ok(Self {
+            ptr: NonNull::new(ptr).ok_or(EINVAL)?,
+            block_size,
+            _bdev: PhantomData,
+        })
+    }
+
+    /// The block size in bytes.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// The number of whole blocks of the device
+    /// (`dm_bufio_get_device_size()`).
+    pub fn device_size(&self) -> u64 {
+        // SAFETY: The client is live (type invariant).
+        unsafe { bindings::dm_bufio_get_device_size(self.ptr.as_ptr()) }
+    }
+
+    /// Keeps at least `n` buffers cached (`dm_bufio_set_minimum_buffers()`),
+    /// for example one in use plus the ones being prefetched.
+    pub fn set_minimum_buffers(&self, n: u32) {
+        // SAFETY: The client is live (type invariant).
+        unsafe { bindings::dm_bufio_set_minimum_buffers(self.ptr.as_ptr(), n) };
+    }
+
+    /// Starts reading `count` blocks from `block` on in the background
+    /// (`dm_bufio_prefetch()`); a later [`Client::read`] of them finds them
+    /// cached. Blocks past the end of the device are not read.
+    ///
+    /// Context: may sleep.
+    pub fn prefetch(&self, block: u64, count: u32) {
+        // SAFETY: The client is live (type invariant).
+        unsafe { bindings::dm_bufio_prefetch(self.ptr.as_ptr(), block, count) };
+    }
+
+    /// Drops `block` from the cache if it is cached and not in use
+    /// (`dm_bufio_forget()`).
+    ///
+    /// Context: may sleep.
+    pub fn forget(&self, block: u64) {
+        // SAFETY: The client is live (type invariant).
+        unsafe { bindings::dm_bufio_forget(self.ptr.as_ptr(), block) };
+    }
+
+    /// Reads `block` (`dm_bufio_read()`) and returns it, held until the
+    /// guard is dropped.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if the block lies past the end of the device; the errno of
+    /// the failed read otherwise.
+    ///
+    /// Context: may sleep.
+    pub fn read(&mut self, block: u64) -> Result<Buffer<'_>> {
+        if block >= self.device_size() {
+            return Err(EINVAL);
+        }
+        let mut bp: *mut bindings::dm_buffer = core::ptr::null_mut();
+        // SAFETY: The client is live (type invariant); `bp` is a valid place
+        // for the buffer pointer.
+        let data =
+            from_err_ptr(unsafe { bindings::dm_bufio_read(self.ptr.as_ptr(), block, &mut bp) })?;
+        let data = NonNull::new(data.cast::<u8>()).ok_or(EINVAL)?;
+        let buffer = NonNull::new(bp).ok_or(EINVAL)?;
+        // INVARIANT: `dm_bufio_read` succeeded: `buffer` is held by us and
+        // `data` points to its `block_size` bytes, read from the device.
+        Ok(Buffer {
+            buffer,
+            data,
+            len: self.block_size,
+            _client: PhantomData,
+        })
+    }
+}
+
+impl Drop for Client<'_> {
+    fn drop(&mut self) {
+        // SAFETY: The client is live and owned by `self` (type invariant).
+        // No buffer is held: every `Buffer` borrows the client.
+        unsafe { bindings::dm_bufio_client_destroy(self.ptr.as_ptr()) };
+    }
+}
+
+/// A block held in the cache of a [`Client`], released on drop
+/// (`dm_bufio_release()`).
+///
+/// # Invariants
+///
+/// `buffer` is a buffer obtained from `dm_bufio_read()` and not yet
+/// released; `data` points to its `len` bytes, which nobody writes while the
+/// buffer is held by us.
+pub struct Buffer<'c> {
+    buffer: NonNull<bindings::dm_buffer>,
+    data: NonNull<u8>,
+    len: usize,
+    _client: PhantomData<&'c mut ()>,
+}
+
+impl core::ops::Deref for Buffer<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: By the type invariant `data` points to `len` initialised
+        // bytes that nobody writes while the buffer is held.
+        unsafe { core::slice::from_raw_parts(self.data.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Buffer<'_> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant the buffer is held and not released
+        // yet; it is released exactly once, here.
+        unsafe { bindings::dm_bufio_release(self.buffer.as_ptr()) };
+    }
+}

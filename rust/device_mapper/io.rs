@@ -1,0 +1,344 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Synchronous block I/O through dm-io.
+//!
+//! dm-io reads and writes regions of block devices from and to memory of
+//! several kinds. This module offers its synchronous form: a [`Client`] owns
+//! the `struct dm_io_client` (its bio set and page pool), and each call names
+//! a [`Region`] of a device and a buffer; the kind of memory (vmalloc or
+//! kmalloc) is decided by the buffer's type, never by the caller.
+//!
+//! C header: [`include/linux/dm-io.h`](srctree/include/linux/dm-io.h)
+
+use crate::block_device::{BlockDevice, SECTOR_SHIFT, SECTOR_SIZE};
+use core::ptr::NonNull;
+use kernel::{
+    alloc::{KVec, VVec},
+    bindings,
+    error::{code::EINVAL, from_err_ptr, to_result, Result},
+    ffi,
+};
+
+/// `IOPRIO_DEFAULT`: `IOPRIO_PRIO_VALUE(IOPRIO_CLASS_NONE, 0)`, a macro that
+/// bindgen does not translate.
+const IOPRIO_DEFAULT: ffi::c_ushort = 0;
+
+/// Operation flags of a request (`blk_opf_t` flag bits).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct OpFlags(bindings::blk_opf_t);
+
+impl OpFlags {
+    /// No flags.
+    pub const NONE: OpFlags = OpFlags(0);
+    /// `REQ_SYNC`: the caller waits for the request.
+    pub const SYNC: OpFlags = OpFlags(1 << bindings::req_flag_bits___REQ_SYNC);
+    /// `REQ_FUA`: the data is on stable storage when the request completes.
+    pub const FUA: OpFlags = OpFlags(1 << bindings::req_flag_bits___REQ_FUA);
+    /// `REQ_PREFLUSH`: the device's volatile cache is flushed before the
+    /// request, so every write completed before it is on stable storage too.
+    pub const PREFLUSH: OpFlags = OpFlags(1 << bindings::req_flag_bits___REQ_PREFLUSH);
+
+    /// Returns the raw flag bits.
+    pub const fn bits(self) -> bindings::blk_opf_t {
+        self.0
+    }
+}
+
+impl core::ops::BitOr for OpFlags {
+    type Output = OpFlags;
+
+    fn bitor(self, rhs: OpFlags) -> OpFlags {
+        OpFlags(self.0 | rhs.0)
+    }
+}
+
+/// A range of sectors of a block device (`struct dm_io_region`).
+///
+/// # Invariants
+///
+/// The range lies within the device, `count` is not zero, and `count`
+/// sectors fit in a `usize` number of bytes.
+#[derive(Clone, Copy)]
+pub struct Region<'a> {
+    bdev: &'a BlockDevice,
+    sector: u64,
+    count: u64,
+}
+
+impl<'a> Region<'a> {
+    /// Returns the region of `count` sectors of `bdev` starting at `sector`.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if `count` is zero or the region does not lie within the
+    /// device.
+    pub fn new(bdev: &'a BlockDevice, sector: u64, count: u64) -> Result<Self> {
+        let end = sector.checked_add(count).ok_or(EINVAL)?;
+        let bytes = count.checked_mul(SECTOR_SIZE as u64).ok_or(EINVAL)?;
+        if count == 0 || end > bdev.nr_sectors() || usize::try_from(bytes).is_err() {
+            return Err(EINVAL);
+        }
+        // INVARIANT: checked just above.
+        Ok(Self {
+            bdev,
+            sector,
+            count,
+        })
+    }
+
+    /// The first sector of the region.
+    pub fn sector(&self) -> u64 {
+        self.sector
+    }
+
+    /// The number of sectors in the region.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The length of the region in bytes.
+    pub fn len(&self) -> usize {
+        // The type invariant says this fits in a `usize`.
+        (self.count << SECTOR_SHIFT) as usize
+    }
+
+    /// Whether the region is empty: never, by the type invariant.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn as_raw(&self) -> bindings::dm_io_region {
+        bindings::dm_io_region {
+            bdev: self.bdev.as_raw(),
+            sector: self.sector,
+            count: self.count,
+        }
+    }
+}
+
+mod private {
+    pub trait Sealed {}
+}
+
+/// Memory that dm-io can transfer to or from.
+///
+/// Implemented for [`VVec<u8>`] (vmalloc memory, `DM_IO_VMA`) and
+/// [`KVec<u8>`] (kmalloc memory, `DM_IO_KMEM`); sealed, because dm-io must be
+/// told the right kind for each address.
+pub trait IoMemory: private::Sealed {
+    /// The buffer's bytes.
+    fn bytes(&self) -> &[u8];
+
+    /// Describes the bytes from `offset` on to dm-io, for dm-io to read.
+    ///
+    /// # Safety
+    ///
+    /// `offset` must not be beyond the end of the buffer.
+    #[doc(hidden)]
+    unsafe fn dm_io_memory(&self, offset: usize) -> bindings::dm_io_memory;
+
+    /// Describes the bytes from `offset` on to dm-io, for dm-io to write.
+    ///
+    /// # Safety
+    ///
+    /// `offset` must not be beyond the end of the buffer.
+    #[doc(hidden)]
+    unsafe fn dm_io_memory_mut(&mut self, offset: usize) -> bindings::dm_io_memory;
+}
+
+/// Describes memory at `ptr` of kind `type_` to dm-io. Both kinds of
+/// memory we use are given by address (the `vma` and `addr` members of the
+/// union are the same pointer).
+fn dm_io_memory(type_: bindings::dm_io_mem_type, ptr: *mut u8) -> bindings::dm_io_memory {
+    bindings::dm_io_memory {
+        type_,
+        offset: 0,
+        ptr: bindings::dm_io_memory__bindgen_ty_1 {
+            addr: ptr.cast::<ffi::c_void>(),
+        },
+    }
+}
+
+impl private::Sealed for VVec<u8> {}
+
+impl IoMemory for VVec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+
+    unsafe fn dm_io_memory(&self, offset: usize) -> bindings::dm_io_memory {
+        // SAFETY: The caller guarantees `offset <= self.len()`, so the
+        // result is within the allocation or one past its end.
+        let ptr = unsafe { self.as_ptr().add(offset) };
+        dm_io_memory(bindings::dm_io_mem_type_DM_IO_VMA, ptr.cast_mut())
+    }
+
+    unsafe fn dm_io_memory_mut(&mut self, offset: usize) -> bindings::dm_io_memory {
+        // SAFETY: The caller guarantees `offset <= self.len()`, so the
+        // result is within the allocation or one past its end.
+        let ptr = unsafe { self.as_mut_ptr().add(offset) };
+        dm_io_memory(bindings::dm_io_mem_type_DM_IO_VMA, ptr)
+    }
+}
+
+impl private::Sealed for KVec<u8> {}
+
+impl IoMemory for KVec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+
+    unsafe fn dm_io_memory(&self, offset: usize) -> bindings::dm_io_memory {
+        // SAFETY: The caller guarantees `offset <= self.len()`, so the
+        // result is within the allocation or one past its end.
+        let ptr = unsafe { self.as_ptr().add(offset) };
+        dm_io_memory(bindings::dm_io_mem_type_DM_IO_KMEM, ptr.cast_mut())
+    }
+
+    unsafe fn dm_io_memory_mut(&mut self, offset: usize) -> bindings::dm_io_memory {
+        // SAFETY: The caller guarantees `offset <= self.len()`, so the
+        // result is within the allocation or one past its end.
+        let ptr = unsafe { self.as_mut_ptr().add(offset) };
+        dm_io_memory(bindings::dm_io_mem_type_DM_IO_KMEM, ptr)
+    }
+}
+
+/// A dm-io client (`struct dm_io_client`): the bio set and page pool that
+/// its I/O is allocated from.
+///
+/// # Invariants
+///
+/// `ptr` is a client returned by `dm_io_client_create()` and not yet
+/// destroyed; only the drop of this value destroys it.
+pub struct Client {
+    ptr: NonNull<bindings::dm_io_client>,
+}
+
+// SAFETY: A dm-io client may be used and destroyed from any thread.
+unsafe impl Send for Client {}
+
+// SAFETY: dm-io allocates from the client's mempools, which are safe to use
+// concurrently.
+unsafe impl Sync for Client {}
+
+impl Client {
+    /// Creates a client (`dm_io_client_create()`).
+    ///
+    /// # Errors
+    ///
+    /// `ENOMEM` if its pools cannot be allocated.
+    ///
+    /// Context: may sleep.
+    pub fn new() -> Result<Self> {
+        // SAFETY: `dm_io_client_create` has no preconditions.
+        let ptr = from_err_ptr(unsafe { bindings::dm_io_client_create() })?;
+        // INVARIANT: `ptr` is a new client owned by the returned value.
+        Ok(Self {
+            ptr: NonNull::new(ptr).ok_or(EINVAL)?,
+        })
+    }
+
+    /// Reads `region` into `buf` from byte `offset` on, and waits for the
+    /// read to finish.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if the region does not fit in `buf` from `offset`; the
+    /// errno of the failed I/O otherwise (`EIO` mostly).
+    ///
+    /// Context: may sleep.
+    pub fn read<M: IoMemory>(&self, region: &Region<'_>, buf: &mut M, offset: usize) -> Result {
+        Self::check_fits(region, buf.bytes().len(), offset)?;
+        // SAFETY: The region fits in `buf` from `offset` (checked above).
+        let mem = unsafe { buf.dm_io_memory_mut(offset) };
+        // SAFETY: `mem` describes `region.len()` bytes of `buf`, which is
+        // borrowed mutably: nothing else reads or writes it while dm-io
+        // writes into it.
+        unsafe { self.submit(region, mem, bindings::req_op_REQ_OP_READ) }
+    }
+
+    /// Writes `region` from `buf` (from byte `offset` on) with `flags`, and
+    /// waits for the write to finish.
+    ///
+    /// With [`OpFlags::PREFLUSH`] and [`OpFlags::FUA`], the data is on stable
+    /// storage when this returns `Ok`, and so is every write that completed
+    /// before it.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if the region does not fit in `buf` from `offset`; the
+    /// errno of the failed I/O otherwise (`EIO` mostly).
+    ///
+    /// Context: may sleep.
+    pub fn write<M: IoMemory>(
+        &self,
+        region: &Region<'_>,
+        buf: &M,
+        offset: usize,
+        flags: OpFlags,
+    ) -> Result {
+        Self::check_fits(region, buf.bytes().len(), offset)?;
+        // SAFETY: The region fits in `buf` from `offset` (checked above).
+        let mem = unsafe { buf.dm_io_memory(offset) };
+        // SAFETY: `mem` describes `region.len()` bytes of `buf`, which is
+        // borrowed shared: nothing writes to it while dm-io reads it.
+        unsafe { self.submit(region, mem, bindings::req_op_REQ_OP_WRITE | flags.bits()) }
+    }
+
+    fn check_fits(region: &Region<'_>, buf_len: usize, offset: usize) -> Result {
+        match offset.checked_add(region.len()) {
+            Some(end) if end <= buf_len => Ok(()),
+            _ => Err(EINVAL),
+        }
+    }
+
+    /// Issues a synchronous dm-io request.
+    ///
+    /// # Safety
+    ///
+    /// `mem` must describe at least `region.len()` bytes of valid memory of
+    /// its kind, which no one accesses in a way that conflicts with the
+    /// operation until this returns.
+    unsafe fn submit(
+        &self,
+        region: &Region<'_>,
+        mem: bindings::dm_io_memory,
+        opf: bindings::blk_opf_t,
+    ) -> Result {
+        let mut raw_region = region.as_raw();
+        let mut req = bindings::dm_io_request {
+            bi_opf: opf,
+            mem,
+            // No notify function: dm-io waits for the I/O.
+            notify: bindings::dm_io_notify {
+                fn_: None,
+                context: core::ptr::null_mut(),
+            },
+            client: self.ptr.as_ptr(),
+        };
+        // SAFETY: `req` and `raw_region` are valid for the call; the client
+        // is live (type invariant); the region's device is open (it is
+        // borrowed by `region`); the memory is valid for the region's length
+        // and not accessed concurrently (the caller's guarantee). Without a
+        // notify function, `dm_io` waits for the I/O before it returns.
+        to_result(unsafe {
+            bindings::dm_io(
+                &mut req,
+                1,
+                &mut raw_region,
+                core::ptr::null_mut(),
+                core::ptr::null_mut(),
+                IOPRIO_DEFAULT,
+            )
+        })
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant the client is live and owned by
+        // `self`; no I/O can be in flight, as all of it is synchronous and
+        // borrows `self`.
+        unsafe { bindings::dm_io_client_destroy(self.ptr.as_ptr()) };
+    }
+}

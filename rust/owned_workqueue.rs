@@ -1,0 +1,246 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Workqueues owned by their user.
+//!
+//! [`kernel::workqueue`] gives access to the system workqueues and to work
+//! items that live in reference-counted or boxed allocations. A driver that
+//! must make forward progress under memory pressure (a block driver doing
+//! metadata I/O, say) needs its own `WQ_MEM_RECLAIM` queue, destroyed with
+//! it, and a way to run a piece of work there and wait for it without
+//! allocating. This module provides both.
+//!
+//! C header: [`include/linux/workqueue.h`](srctree/include/linux/workqueue.h)
+
+use core::{cell::UnsafeCell, marker::PhantomPinned, pin::pin, ptr::NonNull};
+use kernel::{
+    bindings,
+    error::{
+        code::{EINVAL, ENOMEM},
+        Result,
+    },
+    ffi,
+    prelude::*,
+    str::CStr,
+    types::Opaque,
+    workqueue::Queue,
+};
+
+/// Where the work of a queue runs. A queue has exactly one placement: the
+/// kernel warns about a queue with neither or both.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Placement {
+    /// `WQ_PERCPU`: work runs on the CPU it was queued from.
+    PerCpu,
+    /// `WQ_UNBOUND`: work runs on any CPU.
+    Unbound,
+}
+
+impl Placement {
+    const fn bits(self) -> u32 {
+        match self {
+            Placement::PerCpu => bindings::wq_flags_WQ_PERCPU,
+            Placement::Unbound => bindings::wq_flags_WQ_UNBOUND,
+        }
+    }
+}
+
+/// Further flags of a new workqueue (`enum wq_flags`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Flags(u32);
+
+impl Flags {
+    /// No further flags.
+    pub const NONE: Flags = Flags(0);
+    /// `WQ_MEM_RECLAIM`: the queue has a rescuer thread, so its work runs
+    /// even when no new worker can be allocated. Required for work that
+    /// memory reclaim may wait on, such as I/O of a block device.
+    pub const MEM_RECLAIM: Flags = Flags(bindings::wq_flags_WQ_MEM_RECLAIM);
+    /// `WQ_HIGHPRI`: work runs on high-priority workers.
+    pub const HIGHPRI: Flags = Flags(bindings::wq_flags_WQ_HIGHPRI);
+
+    /// Returns the raw flag bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+}
+
+impl core::ops::BitOr for Flags {
+    type Output = Flags;
+
+    fn bitor(self, rhs: Flags) -> Flags {
+        Flags(self.0 | rhs.0)
+    }
+}
+
+/// A workqueue allocated by [`OwnedQueue::new`] and destroyed on drop.
+///
+/// # Invariants
+///
+/// `ptr` points to a workqueue returned by `alloc_workqueue()` that has not
+/// been destroyed; only the drop of this value destroys it.
+pub struct OwnedQueue {
+    ptr: NonNull<bindings::workqueue_struct>,
+}
+
+// SAFETY: A workqueue may be used and destroyed from any thread.
+unsafe impl Send for OwnedQueue {}
+
+// SAFETY: All operations on a workqueue through `&OwnedQueue` are safe to
+// call concurrently.
+unsafe impl Sync for OwnedQueue {}
+
+impl OwnedQueue {
+    /// Allocates a workqueue named `name` (`alloc_workqueue()`), placed as
+    /// `placement`, with `flags`.
+    ///
+    /// `max_active` is the number of work items that may run at once per
+    /// CPU (or in all, for an unbound queue); 0 picks the default.
+    ///
+    /// # Errors
+    ///
+    /// `ENOMEM` if the workqueue cannot be allocated.
+    ///
+    /// Context: may sleep.
+    pub fn new(name: &CStr, placement: Placement, flags: Flags, max_active: i32) -> Result<Self> {
+        // SAFETY: The format string takes exactly one `%s` argument, `name`,
+        // a NUL-terminated string that `alloc_workqueue` copies.
+        let ptr = unsafe {
+            bindings::alloc_workqueue_noprof(
+                c"%s".as_char_ptr(),
+                placement.bits() | flags.bits(),
+                max_active,
+                name.as_char_ptr(),
+            )
+        };
+        // INVARIANT: `ptr` is a new workqueue, owned by the value returned.
+        Ok(Self {
+            ptr: NonNull::new(ptr).ok_or(ENOMEM)?,
+        })
+    }
+
+    /// Returns the queue as a [`Queue`], to enqueue regular work items.
+    pub fn queue(&self) -> &Queue {
+        // SAFETY: By the type invariant the workqueue is valid until `self`
+        // is dropped, which the returned borrow outlives not.
+        unsafe { Queue::from_raw(self.ptr.as_ptr()) }
+    }
+
+    /// Runs `f` on this workqueue and waits until it has run, returning its
+    /// result.
+    ///
+    /// The work item lives on the caller's stack: nothing is allocated, so
+    /// this makes progress under memory pressure when the queue was made
+    /// with [`Flags::MEM_RECLAIM`]. A caller uses this to leave its own
+    /// context, for instance to issue synchronous I/O from a thread that is
+    /// not inside the block layer's `submit_bio_noacct()` recursion.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if the work item finished without a result, which the
+    /// workqueue guarantees cannot happen; it is an error rather than a
+    /// panic only because kernel code must not panic.
+    ///
+    /// Context: may sleep. Must not be called from a work item running on
+    /// this same queue (it would wait for itself).
+    pub fn run_sync<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce() -> T + Send,
+        T: Send,
+    {
+        let item = pin!(OnStackWork::<F, T> {
+            work: Opaque::uninit(),
+            func: UnsafeCell::new(Some(f)),
+            result: UnsafeCell::new(None),
+            _pin: PhantomPinned,
+        });
+        let work = item.work.get();
+
+        // SAFETY: `work` points to the pinned, not yet initialised work item
+        // on our stack; it is initialised here for on-stack use with a run
+        // function that expects the containing `OnStackWork<F, T>`, and a
+        // static lock class key.
+        unsafe {
+            bindings::init_work_with_key(
+                work,
+                Some(OnStackWork::<F, T>::run),
+                true,
+                c"dm_snap_persistent:run_sync".as_char_ptr(),
+                kernel::static_lock_class!().as_ptr(),
+            )
+        };
+
+        // SAFETY: `self.ptr` is a live workqueue (type invariant) and `work`
+        // an initialised work item that is not queued yet. The item stays
+        // valid until it has run: `flush_work` below waits for that before
+        // this frame, which owns it, can be left.
+        unsafe {
+            bindings::queue_work_on(
+                bindings::wq_misc_consts_WORK_CPU_UNBOUND as ffi::c_int,
+                self.ptr.as_ptr(),
+                work,
+            )
+        };
+
+        // SAFETY: `work` was initialised and queued above. `flush_work`
+        // returns once it has finished running.
+        unsafe { bindings::flush_work(work) };
+
+        #[cfg(CONFIG_DEBUG_OBJECTS_WORK)]
+        // SAFETY: The work item was initialised on the stack and has
+        // finished; it is not used again.
+        unsafe {
+            bindings::destroy_work_on_stack(work)
+        };
+
+        // SAFETY: The work item has finished running (`flush_work` above),
+        // so nothing else accesses `result` any more.
+        unsafe { (*item.result.get()).take() }.ok_or(EINVAL)
+    }
+}
+
+impl Drop for OwnedQueue {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant the workqueue is live and owned by
+        // `self`; `destroy_workqueue` drains it first. No `run_sync` can be
+        // in flight: it borrows `self`.
+        unsafe { bindings::destroy_workqueue(self.ptr.as_ptr()) };
+    }
+}
+
+/// A work item on the stack of [`OwnedQueue::run_sync`]: the function to run
+/// and the place for its result.
+///
+/// # Invariants
+///
+/// `work` is the first field (`#[repr(C)]`), so a pointer to it is a pointer
+/// to the whole item. `func` is taken and `result` written only by `run`,
+/// while the work item runs; `run_sync` reads `result` only after the work
+/// item has finished.
+#[repr(C)]
+struct OnStackWork<F, T> {
+    work: Opaque<bindings::work_struct>,
+    func: UnsafeCell<Option<F>>,
+    result: UnsafeCell<Option<T>>,
+    _pin: PhantomPinned,
+}
+
+impl<F: FnOnce() -> T + Send, T: Send> OnStackWork<F, T> {
+    /// The work function.
+    ///
+    /// # Safety
+    ///
+    /// `work` must be the `work` field of a live, pinned `OnStackWork<F, T>`
+    /// whose `run_sync` caller is waiting for this work item.
+    unsafe extern "C" fn run(work: *mut bindings::work_struct) {
+        let this = work.cast::<Self>();
+        // SAFETY: By the type invariant `work` is at offset 0 of a live
+        // `OnStackWork<F, T>`, and only this function touches `func` and
+        // `result` while the work item runs.
+        let func = unsafe { (*(*this).func.get()).take() };
+        if let Some(func) = func {
+            let result = func();
+            // SAFETY: As above.
+            unsafe { *(*this).result.get() = Some(result) };
+        }
+    }
+}
