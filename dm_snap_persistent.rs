@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Device-mapper snapshot persistent exception store.
+//!
+//! A Rust implementation of the exception store types "persistent" and "P"
+//! used by dm-snapshot (`dmsetup create ... snapshot <origin> <cow> P <chunk>`),
+//! on-disk compatible with `drivers/md/dm-snap-persistent.c`.
+//!
+//! dm-snapshot asks for a missing store type by loading the module
+//! `dm-exstore-<type>`; the aliases below make that find this module when
+//! dm-snapshot is built or loaded without its C persistent store.
+//!
+//! The store (`store/`) is safe Rust. It stands on the device-mapper
+//! abstractions in `rust/`, which hold all of the module's `unsafe`, and on
+//! the format core in `format/`, shared with the userspace tools.
+
+use kernel::prelude::*;
+
+#[path = "rust/block_device.rs"]
+pub mod block_device;
+#[path = "rust/device_mapper/mod.rs"]
+pub mod device_mapper;
+#[path = "rust/owned_workqueue.rs"]
+pub mod owned_workqueue;
+#[path = "format/src/snap_format.rs"]
+pub mod snap_format;
+mod store;
+
+use device_mapper::exception_store::Registration;
+use store::PersistentStore;
+
+module! {
+    type: DmSnapPersistent,
+    name: "dm_snap_persistent",
+    authors: ["dm-snap-persistent-rs developers"],
+    description: "device-mapper snapshot persistent exception store",
+    license: "GPL",
+    alias: ["dm-exstore-persistent", "dm-exstore-P"],
+}
+
+/// C: `DM_MSG_PREFIX` of the C store's module init.
+const PREFIX: device_mapper::MsgPrefix = dm_msg_prefix!("persistent snapshot");
+
+/// The module: the store type, registered as "persistent" and as "P".
+struct DmSnapPersistent {
+    _persistent: Pin<KBox<Registration<PersistentStore, 1>>>,
+    _compat: Pin<KBox<Registration<PersistentStore, 1>>>,
+}
+
+impl kernel::Module for DmSnapPersistent {
+    /// C: `dm_persistent_snapshot_init()`.
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        let persistent = KBox::pin_init(Registration::new([c"persistent"], module), GFP_KERNEL)
+            .inspect_err(|_| {
+                dm_err!(PREFIX, "{}", snap_format::messages::REGISTER_FAILED);
+            })?;
+        let compat =
+            KBox::pin_init(Registration::new([c"P"], module), GFP_KERNEL).inspect_err(|_| {
+                dm_err!(PREFIX, "{}", snap_format::messages::REGISTER_COMPAT_FAILED);
+            })?;
+        Ok(Self {
+            _persistent: persistent,
+            _compat: compat,
+        })
+    }
+}

@@ -1,0 +1,569 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The persistent exception store: `drivers/md/dm-snap-persistent.c` in safe
+//! Rust.
+//!
+//! The format core (`snap_format`) decides everything: what the header
+//! means, what a metadata area holds, where the next exception goes, when
+//! to write, what to write. This module does the I/O it asks for and
+//! connects it to dm-snapshot through the exception-store abstraction.
+//!
+//! Locking. `state` (a spinlock) holds the format core's [`Pstore`]; it is
+//! taken briefly, never across I/O or a callback, so `prepare_exception`
+//! can take it under dm-snapshot's spinlocks. `commit` (a mutex) owns the
+//! in-memory metadata area and serialises the paths that write it (commit,
+//! merge). `header` (a mutex) owns the header buffer, which
+//! `drop_snapshot` writes while a commit may be running, as in C. Commit
+//! completions are called with none of these held: they can re-enter the
+//! store.
+//!
+//! Metadata I/O. Header reads and writes run on the store's own
+//! `WQ_MEM_RECLAIM` workqueue (`ksnaphd`), as in C: `drop_snapshot` can be
+//! called from the bio submission path. Area writes run in the committing
+//! kcopyd thread, with `REQ_PREFLUSH | REQ_FUA`; they write only the
+//! logical blocks of the area that changed since the last write.
+
+#![forbid(unsafe_code)]
+
+use crate::{
+    device_mapper::{
+        bufio,
+        exception_store::{
+            self, Chunk, CommitCompletion, ExceptionSink, ExceptionStore, MergeRun, Metadata,
+            StatusType, StatusWriter, Store, StoreSetup, Usage,
+        },
+        io::{self, OpFlags, Region},
+        MsgPrefix,
+    },
+    owned_workqueue::{self, OwnedQueue},
+    snap_format::{
+        self as format, AreaFill, BlockSizes, CommitStep, DiskHeader, HeaderDecision, Layout,
+        LogLevel, LogicalBlockSize, PrepareMerge, Pstore, Scan, TableChunkSize,
+    },
+};
+use core::fmt::Write;
+use kernel::{
+    alloc::{kvec::PushError, KVec, VVec},
+    error::code::{EINVAL, EIO, ENOMEM},
+    new_mutex, new_spinlock,
+    prelude::*,
+    str::CStr,
+    sync::{Mutex, SpinLock},
+};
+
+/// C: `DM_MSG_PREFIX`.
+const PREFIX: MsgPrefix = crate::dm_msg_prefix!("persistent snapshot");
+
+/// The store type registered as "persistent" and "P".
+pub(crate) struct PersistentStore;
+
+/// The state of one store (C: `struct pstore`).
+#[pin_data]
+pub(crate) struct StoreData {
+    /// The format core's state; `None` until `read_metadata` has run, and
+    /// for a store that dm-snapshot hands over without reading.
+    #[pin]
+    state: SpinLock<Option<Pstore>>,
+    /// The in-memory area and what the commit path needs with it.
+    #[pin]
+    commit: Mutex<CommitIo>,
+    /// C: `ps->header_area`, one chunk.
+    #[pin]
+    header: Mutex<VVec<u8>>,
+    /// C: `ps->io_client`.
+    io: io::Client,
+    /// C: `ps->metadata_wq`.
+    metadata_wq: OwnedQueue,
+}
+
+/// What the commit and merge paths own.
+struct CommitIo {
+    /// C: `ps->area`, one chunk.
+    area: VVec<u8>,
+    /// C: `ps->zero_area`, one chunk of zeros.
+    zero_area: VVec<u8>,
+    /// C: `ps->callbacks`, the completions waiting for the next area write;
+    /// capacity `exceptions_per_area`.
+    callbacks: KVec<CommitCompletion>,
+    /// An empty vector of the same capacity, swapped with `callbacks` when
+    /// a flush completes them, so that they are called with no lock held
+    /// and without allocating.
+    spare: KVec<CommitCompletion>,
+}
+
+/// Logs a format-core error the way the C store logs the condition, and
+/// returns its errno.
+fn report(e: format::Error) -> Error {
+    match e.c_log_level() {
+        Some(LogLevel::Warn) => crate::dm_warn!(PREFIX, "{}", e),
+        Some(LogLevel::Err) => crate::dm_err!(PREFIX, "{}", e),
+        None => {}
+    }
+    errno(e)
+}
+
+/// The kernel error for a format-core error, without logging.
+fn errno(e: format::Error) -> Error {
+    Error::from_errno(e.errno().saturating_neg())
+}
+
+/// Copies `src` into `dst`, which must be as long.
+fn copy_exact(dst: &mut [u8], src: &[u8]) -> Result {
+    match dst.get_mut(..) {
+        Some(dst) if dst.len() == src.len() => {
+            dst.copy_from_slice(src);
+            Ok(())
+        }
+        _ => Err(EINVAL),
+    }
+}
+
+/// A chunk-sized buffer of zeros in vmalloc memory (dm-io's `DM_IO_VMA`).
+fn chunk_buffer(layout: Layout) -> Result<VVec<u8>> {
+    let len = usize::try_from(layout.chunk_bytes()).map_err(|_| EINVAL)?;
+    Ok(VVec::from_elem(0u8, len, GFP_KERNEL)?)
+}
+
+/// The region of `sectors` sectors of the COW device from `sector` on.
+fn cow_region(store: &Store, sector: u64, sectors: u32) -> Result<Region<'_>> {
+    Region::new(store.cow(), sector, u64::from(sectors))
+}
+
+/// The logical block sizes the chunk size must be a multiple of.
+fn block_sizes(store: &Store) -> Result<BlockSizes> {
+    BlockSizes::new(
+        store.origin().logical_block_size(),
+        store.cow().logical_block_size(),
+    )
+    .map_err(report)
+}
+
+impl StoreData {
+    /// Reads (`write == false`) or writes chunk 0 from or to the header
+    /// buffer, on the metadata workqueue. C: `chunk_io(..., 0, .., 1)`.
+    fn header_io(&self, store: &Store, buf: &mut VVec<u8>, write: Option<OpFlags>) -> Result {
+        let sectors = u32::try_from(buf.len() >> 9).map_err(|_| EINVAL)?;
+        let region = cow_region(store, 0, sectors)?;
+        let io = &self.io;
+        match write {
+            Some(flags) => {
+                let buf = &*buf;
+                self.metadata_wq
+                    .run_sync(move || io.write(&region, buf, 0, flags))?
+            }
+            None => self
+                .metadata_wq
+                .run_sync(move || io.read(&region, buf, 0))?,
+        }
+    }
+
+    /// Writes `header` over chunk 0 from the header buffer. C: `write_header()`.
+    fn write_header(&self, store: &Store, header: DiskHeader, flags: OpFlags) -> Result {
+        let mut buf = self.header.lock();
+        header.encode(&mut buf).map_err(report)?;
+        self.header_io(store, &mut buf, Some(flags))
+    }
+
+    /// Whether the store is valid right now (C: `ps->valid`).
+    fn is_valid(&self) -> bool {
+        Option::as_ref(&*self.state.lock()).is_some_and(Pstore::is_valid)
+    }
+
+    /// Calls the completions in `batch`, oldest first, each with the store's
+    /// validity at that moment (a completion may invalidate the store), then
+    /// gives the emptied vector back as the spare. Called with no lock held.
+    fn complete(&self, mut batch: KVec<CommitCompletion>) {
+        for done in batch.drain_all() {
+            done.complete(self.is_valid());
+        }
+        let mut commit = self.commit.lock();
+        if commit.spare.capacity() < batch.capacity() {
+            commit.spare = batch;
+        }
+    }
+}
+
+impl CommitIo {
+    /// Takes the queued completions out, leaving the spare in their place.
+    fn take_callbacks(&mut self) -> KVec<CommitCompletion> {
+        let spare = core::mem::take(&mut self.spare);
+        core::mem::replace(&mut self.callbacks, spare)
+    }
+}
+
+impl PersistentStore {
+    /// Scans the metadata areas of a valid store, forwarding every exception
+    /// to `sink`; leaves the last, partial area in `area`. dm-bufio reads
+    /// the areas, prefetching the following ones; each is forgotten once
+    /// scanned. C: `read_exceptions()`.
+    fn read_exceptions(
+        store: &Store,
+        layout: Layout,
+        area: &mut VVec<u8>,
+        sink: &mut ExceptionSink<'_>,
+    ) -> Result<format::ScanResult> {
+        let chunk_bytes = usize::try_from(layout.chunk_bytes()).map_err(|_| EINVAL)?;
+        let cow_sectors = store.cow().nr_sectors();
+        let mut client = bufio::Client::new(store.cow(), chunk_bytes)?;
+        let prefetch = u32::try_from(format::DM_PREFETCH_CHUNKS).unwrap_or(u32::MAX);
+        client.set_minimum_buffers(prefetch.saturating_add(1));
+
+        let mut scan = Scan::new(layout, cow_sectors);
+        while let Some(next) = scan.next_area().map_err(report)? {
+            while let Some(chunk) = scan.next_prefetch() {
+                client.prefetch(chunk, 1);
+            }
+            let fill = {
+                let block = client.read(next.chunk)?;
+                let fill = scan
+                    .scan_area(&block, |e| {
+                        sink.add(e.old_chunk, e.new_chunk)
+                            .map_err(|err| err.to_errno().saturating_neg())
+                    })
+                    .map_err(report)?;
+                if let AreaFill::Partial { .. } = fill {
+                    copy_exact(area, &block)?;
+                }
+                fill
+            };
+            client.forget(next.chunk);
+            if let AreaFill::Partial { .. } = fill {
+                break;
+            }
+        }
+        let result = scan.finish().map_err(report)?;
+        if let Some(warning) = result.warning {
+            crate::dm_warn!(PREFIX, "{}", warning);
+        }
+        Ok(result)
+    }
+}
+
+#[vtable]
+impl ExceptionStore for PersistentStore {
+    type Data = Pin<KBox<StoreData>>;
+
+    /// C: `persistent_ctr()`.
+    fn new(store: &mut StoreSetup<'_>, options: Option<&CStr>) -> Result<Self::Data> {
+        let Ok(metadata_wq) = OwnedQueue::new(
+            c"ksnaphd",
+            owned_workqueue::Placement::PerCpu,
+            owned_workqueue::Flags::MEM_RECLAIM,
+            0,
+        ) else {
+            crate::dm_err!(PREFIX, "{}", format::messages::WORKQUEUE_FAILED);
+            return Err(ENOMEM);
+        };
+        match format::parse_options(options.map(CStr::to_bytes)) {
+            Ok(overflow) => store.set_userspace_supports_overflow(overflow),
+            Err(unsupported) => {
+                crate::dm_err!(PREFIX, "{}", unsupported);
+                return Err(EINVAL);
+            }
+        }
+        let io = io::Client::new()?;
+        KBox::pin_init(
+            try_pin_init!(StoreData {
+                state <- new_spinlock!(None, "dm_snap_persistent:state"),
+                commit <- new_mutex!(
+                    CommitIo {
+                        area: VVec::new(),
+                        zero_area: VVec::new(),
+                        callbacks: KVec::new(),
+                        spare: KVec::new(),
+                    },
+                    "dm_snap_persistent:commit"
+                ),
+                header <- new_mutex!(VVec::new(), "dm_snap_persistent:header"),
+                io,
+                metadata_wq,
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// C: `persistent_read_metadata()` with `read_header()`.
+    fn read_metadata(
+        data: Pin<&StoreData>,
+        store: &mut StoreSetup<'_>,
+        sink: &mut ExceptionSink<'_>,
+    ) -> Result<Metadata> {
+        let blocks = block_sizes(store)?;
+        let table = TableChunkSize::new(store.chunk_size(), blocks).map_err(report)?;
+        let write_block =
+            LogicalBlockSize::new(store.cow().logical_block_size()).map_err(report)?;
+
+        // Read the header with the table's (or the default) chunk size.
+        let table_layout = Layout::new(table.chunk_size);
+        if u64::from(table_layout.chunk_sectors()) > store.cow().nr_sectors() {
+            crate::dm_err!(
+                PREFIX,
+                "COW device of {} sectors is smaller than one chunk ({} sectors)",
+                store.cow().nr_sectors(),
+                table_layout.chunk_sectors()
+            );
+            return Err(EINVAL);
+        }
+        let mut header_buf = chunk_buffer(table_layout)?;
+        data.header_io(store, &mut header_buf, None)?;
+        let decision = format::read_header(&header_buf, table, blocks, |w| {
+            crate::dm_warn!(PREFIX, "{}", w);
+        })
+        .map_err(report)?;
+        let layout = decision.layout();
+        store.set_chunk_size(layout.chunk_sectors())?;
+
+        // Buffers of the final chunk size. C: `alloc_area()`.
+        if layout.chunk_bytes() != table_layout.chunk_bytes() {
+            header_buf = chunk_buffer(layout)?;
+        }
+        let mut area = chunk_buffer(layout)?;
+        let zero_area = chunk_buffer(layout)?;
+        let epa = usize::try_from(layout.exceptions_per_area()).map_err(|_| EINVAL)?;
+        let callbacks = KVec::with_capacity(epa, GFP_KERNEL)?;
+        let spare = KVec::with_capacity(epa, GFP_KERNEL)?;
+        *data.header.lock() = header_buf;
+
+        let (pstore, metadata) = match decision {
+            HeaderDecision::New(_) => {
+                let header = DiskHeader::new(true, layout.chunk_size());
+                if let Err(e) = data.write_header(store, header, OpFlags::NONE) {
+                    crate::dm_warn!(PREFIX, "{}", format::messages::WRITE_HEADER_FAILED);
+                    return Err(e);
+                }
+                let area0 = layout.area_io(0).ok_or(EINVAL)?;
+                let region = cow_region(store, area0.sector, area0.sectors)?;
+                if let Err(e) = data.io.write(&region, &zero_area, 0, OpFlags::NONE) {
+                    crate::dm_warn!(PREFIX, "{}", format::messages::ZERO_DISK_AREA_0_FAILED);
+                    return Err(e);
+                }
+                let ps = Pstore::new_snapshot(layout, write_block, &mut area).map_err(report)?;
+                (ps, Metadata::Valid)
+            }
+            HeaderDecision::Invalid(_) => {
+                let ps = Pstore::new_invalid(layout, write_block, &mut area).map_err(report)?;
+                (ps, Metadata::Invalid)
+            }
+            HeaderDecision::Valid(_) => {
+                let scan = Self::read_exceptions(store, layout, &mut area, sink)?;
+                let ps =
+                    Pstore::from_scan(layout, write_block, &scan, &mut area).map_err(report)?;
+                (ps, Metadata::Valid)
+            }
+        };
+
+        *data.commit.lock() = CommitIo {
+            area,
+            zero_area,
+            callbacks,
+            spare,
+        };
+        *data.state.lock() = Some(pstore);
+        Ok(metadata)
+    }
+
+    /// C: `persistent_prepare_exception()`. Runs under dm-snapshot's
+    /// spinlock: takes only our spinlock, allocates nothing.
+    fn prepare_exception(data: Pin<&StoreData>, store: &Store, _old_chunk: Chunk) -> Result<Chunk> {
+        let cow_sectors = store.cow().nr_sectors();
+        let mut state = data.state.lock();
+        let ps = Option::as_mut(&mut *state).ok_or(EIO)?;
+        ps.prepare_exception(cow_sectors).map_err(errno)
+    }
+
+    /// C: `persistent_commit_exception()`.
+    fn commit_exception(
+        data: Pin<&StoreData>,
+        store: &Store,
+        exception: exception_store::Exception,
+        valid: bool,
+        done: CommitCompletion,
+    ) {
+        let e = format::Exception {
+            old_chunk: exception.old_chunk,
+            new_chunk: exception.new_chunk,
+        };
+        let mut commit = data.commit.lock();
+        if let Err(PushError(done)) = commit.callbacks.push_within_capacity(done) {
+            // Cannot happen (the format core never queues more than an
+            // area's worth), but if it did, the exception fails rather than
+            // waiting forever.
+            drop(commit);
+            done.complete(false);
+            return;
+        }
+        let CommitIo {
+            area, zero_area, ..
+        } = &mut *commit;
+
+        let mut step = match Option::as_mut(&mut *data.state.lock()) {
+            Some(ps) => ps.commit_exception(area, e, valid),
+            None => Err(format::Error::CommitWithoutPrepare),
+        };
+        loop {
+            match step {
+                Ok(CommitStep::Queued) => return,
+                Ok(CommitStep::ZeroNextArea(next)) => {
+                    // C: `zero_disk_area(ps, ps->current_area + 1)`.
+                    let ok = cow_region(store, next.sector, next.sectors)
+                        .and_then(|r| data.io.write(&r, zero_area, 0, OpFlags::NONE))
+                        .is_ok();
+                    step = match Option::as_mut(&mut *data.state.lock()) {
+                        Some(ps) => ps.commit_io_done(area, ok),
+                        None => Err(format::Error::NoFlushInProgress),
+                    };
+                }
+                Ok(CommitStep::WriteArea(w)) => {
+                    // C: `area_io(ps, REQ_OP_WRITE | REQ_PREFLUSH | REQ_FUA | REQ_SYNC)`,
+                    // limited to the blocks that changed.
+                    let offset = usize::try_from(w.offset).map_err(|_| EINVAL);
+                    let ok = offset
+                        .and_then(|offset| {
+                            let r = cow_region(store, w.sector, w.sectors)?;
+                            data.io.write(
+                                &r,
+                                area,
+                                offset,
+                                OpFlags::PREFLUSH | OpFlags::FUA | OpFlags::SYNC,
+                            )
+                        })
+                        .is_ok();
+                    step = match Option::as_mut(&mut *data.state.lock()) {
+                        Some(ps) => ps.commit_io_done(area, ok),
+                        None => Err(format::Error::NoFlushInProgress),
+                    };
+                }
+                Ok(CommitStep::Complete { .. }) => break,
+                Err(e) => {
+                    // A broken invariant of the commit path: fail the store
+                    // and every exception waiting on it, rather than leave
+                    // them hanging.
+                    report(e);
+                    if let Some(ps) = Option::as_mut(&mut *data.state.lock()) {
+                        let _ = ps.drop_snapshot();
+                    }
+                    break;
+                }
+            }
+        }
+        let batch = commit.take_callbacks();
+        drop(commit);
+        data.complete(batch);
+    }
+
+    /// C: `persistent_prepare_merge()`.
+    fn prepare_merge(data: Pin<&StoreData>, store: &Store) -> Result<Option<MergeRun>> {
+        let mut commit = data.commit.lock();
+        let step = {
+            let mut state = data.state.lock();
+            let ps = Option::as_mut(&mut *state).ok_or(EIO)?;
+            ps.prepare_merge(&commit.area).map_err(report)?
+        };
+        let run = match step {
+            PrepareMerge::Done => return Ok(None),
+            PrepareMerge::Run(run) => run,
+            PrepareMerge::ReadArea(prev) => {
+                // C: `area_io(ps, REQ_OP_READ)` of the previous area.
+                let region = cow_region(store, prev.sector, prev.sectors)?;
+                if let Err(e) = data.io.read(&region, &mut commit.area, 0) {
+                    commit.area.fill(0);
+                    return Err(e);
+                }
+                let cow_sectors = store.cow().nr_sectors();
+                let read = {
+                    let mut state = data.state.lock();
+                    match Option::as_mut(&mut *state) {
+                        Some(ps) => ps
+                            .merge_area_read(&commit.area, cow_sectors)
+                            .map_err(report),
+                        None => Err(EIO),
+                    }
+                };
+                match read {
+                    Ok(run) => run,
+                    Err(e) => {
+                        commit.area.fill(0);
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        Ok(Some(MergeRun {
+            last_old_chunk: run.last_old_chunk,
+            last_new_chunk: run.last_new_chunk,
+            count: run.count,
+        }))
+    }
+
+    /// C: `persistent_commit_merge()`.
+    fn commit_merge(data: Pin<&StoreData>, store: &Store, count: u32) -> Result {
+        let mut commit = data.commit.lock();
+        let w = {
+            let mut state = data.state.lock();
+            let ps = Option::as_mut(&mut *state).ok_or(EIO)?;
+            ps.commit_merge(&mut commit.area, count).map_err(report)?
+        };
+        let offset = usize::try_from(w.offset).map_err(|_| EINVAL)?;
+        let written = cow_region(store, w.sector, w.sectors).and_then(|r| {
+            data.io
+                .write(&r, &commit.area, offset, OpFlags::PREFLUSH | OpFlags::FUA)
+        });
+        let mut state = data.state.lock();
+        let ps = Option::as_mut(&mut *state).ok_or(EIO)?;
+        ps.commit_merge_done(written.is_ok()).map_err(report)?;
+        written
+    }
+
+    /// C: `persistent_drop_snapshot()`. The header is written with
+    /// `REQ_FUA` (C: a plain write), so the invalidation is durable when
+    /// this returns.
+    fn drop_snapshot(data: Pin<&StoreData>, store: &Store) {
+        let header = match Option::as_mut(&mut *data.state.lock()) {
+            Some(ps) => ps.drop_snapshot(),
+            // Never read: nothing on disk is ours to mark.
+            None => return,
+        };
+        if data.write_header(store, header, OpFlags::FUA).is_err() {
+            crate::dm_warn!(PREFIX, "{}", format::messages::DROP_WRITE_HEADER_FAILED);
+        }
+    }
+
+    /// C: `persistent_status()`.
+    fn status(_data: Pin<&StoreData>, store: &Store, kind: StatusType, out: &mut StatusWriter<'_>) {
+        if kind == StatusType::Table {
+            let kind = if store.userspace_supports_overflow() {
+                "PO"
+            } else {
+                "P"
+            };
+            let _ = write!(out, " {} {}", kind, store.chunk_size());
+        }
+    }
+
+    /// C: `persistent_usage()`.
+    fn usage(data: Pin<&StoreData>, store: &Store) -> Usage {
+        let cow_sectors = store.cow().nr_sectors();
+        let state = data.state.lock();
+        let usage = match Option::as_ref(&*state) {
+            Some(ps) => ps.usage(cow_sectors),
+            // Not read (a store dm-snapshot handed over): C reports the
+            // values its constructor set, header plus area 0.
+            None => {
+                let chunk = u64::from(store.chunk_size());
+                let initial = chunk.saturating_mul(format::INITIAL_NEXT_FREE);
+                Some(format::Usage {
+                    total_sectors: cow_sectors,
+                    sectors_allocated: initial,
+                    metadata_sectors: initial,
+                })
+            }
+        };
+        usage
+            .map(|u| Usage {
+                total_sectors: u.total_sectors,
+                sectors_allocated: u.sectors_allocated,
+                metadata_sectors: u.metadata_sectors,
+            })
+            .unwrap_or_default()
+    }
+}
