@@ -38,6 +38,13 @@ if [ -z "$bg_ver" ] || ! version_ge "$bg_ver" "$BINDGEN_MIN_VERSION"; then
 	LIBCLANG_PATH=/usr/lib/llvm-19/lib cargo install --locked bindgen-cli
 fi
 
+# cargo-fuzz for the bounded fuzz run of the format core (run with
+# RUSTC_BOOTSTRAP=1 on the stable toolchain, see format/fuzz/run.sh).
+if ! cargo fuzz --version >/dev/null 2>&1; then
+	log "cargo install cargo-fuzz"
+	cargo install --locked cargo-fuzz
+fi
+
 if ! command -v vng >/dev/null; then
 	log "pip install virtme-ng"
 	python3 -m pip install -q virtme-ng

@@ -53,9 +53,7 @@ recipe_build() {
 	jobs=$(nproc)
 	start=$(date +%s)
 	log "building bzImage and modules with -j$jobs (full log: $dir/build.log)"
-	# Kbuild's one-line-per-step output is the progress: show every 100th.
-	if ! recipe_make "$dir" -j"$jobs" bzImage modules 2>&1 | tee "$dir/build.log" |
-		awk -v t0="$start" '{ n++; if (n % 100 == 0) { printf "    [%4ds, %5d steps] %s\n", systime() - t0, n, $0; fflush() } }' >&2; then
+	if ! recipe_make "$dir" -j"$jobs" bzImage modules 2>&1 | show_progress "$dir/build.log"; then
 		die "kernel build failed, see $dir/build.log"
 	fi
 	log "kernel built in $(($(date +%s) - start)) s"

@@ -18,6 +18,20 @@ export PATH="$HOME/.cargo/bin:$PATH"
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# show_progress LOG: copy stdin to LOG and show every 100th line (Kbuild
+# prints one line per step) with the time since the start, on stderr.
+show_progress() {
+	local n=0 t0 line
+	t0=$(date +%s)
+	while IFS= read -r line; do
+		printf '%s\n' "$line" >> "$1"
+		n=$((n + 1))
+		if [ $((n % 100)) -eq 0 ]; then
+			printf '    [%4ds, %5d steps] %s\n' $(($(date +%s) - t0)) "$n" "$line" >&2
+		fi
+	done
+}
+
 # Run as root, or through sudo when not root.
 as_root() {
 	if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Run every test: host checks (cargo tests, bounded fuzzing, rustfmt, clippy,
+# module build) and the guest tests in the VM. Installs and builds whatever
+# is missing first. Ends with one line "N passed, N failed".
+#   scripts/test.sh            everything
+#   scripts/test.sh --host     host checks only (no kernel, no VM)
+. "$(dirname "$0")/lib.sh"
+
+host_only=0
+[ "${1:-}" = "--host" ] && host_only=1
+
+passed=0 failed=0
+failures=()
+t_start=$(date +%s)
+
+# check NAME COMMAND...: one host check, counted once; its output is shown
+# only when it fails.
+check() {
+	local name=$1 out
+	shift
+	log "check: $name"
+	out=$(mktemp)
+	if "$@" > "$out" 2>&1; then
+		passed=$((passed + 1))
+		echo "PASS $name"
+	else
+		failed=$((failed + 1))
+		failures+=("$name")
+		echo "FAIL $name"
+		tail -n 40 "$out" | sed 's/^/    | /'
+	fi
+	rm -f "$out"
+}
+
+# no_warnings COMMAND...: run it; fail if it fails or prints a warning.
+no_warnings() {
+	local out rc=0
+	out=$(mktemp)
+	"$@" > "$out" 2>&1 || rc=$?
+	cat "$out"
+	# rustc/clippy start lines with "warning"; objtool and modpost name a file first.
+	if [ $rc -eq 0 ] && grep -q -E '(^|: )(warning|error)(:|\[)' "$out"; then rc=1; fi
+	rm -f "$out"
+	return $rc
+}
+
+"$TOP/scripts/install-deps.sh"
+
+# --- host: cargo tests of the host crates, counted test by test
+if [ -f "$TOP/Cargo.toml" ]; then
+	log "cargo test (workspace)"
+	out=$(mktemp)
+	if (cd "$TOP" && cargo test --workspace --locked 2>&1) | tee "$out" | grep -E '^(test result|error|failures:|---- )' ; then :; fi
+	p=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i + 1) ~ /^passed/) s += $i } END { print s + 0 }' "$out")
+	f=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i + 1) ~ /^failed/) s += $i } END { print s + 0 }' "$out")
+	passed=$((passed + ${p:-0}))
+	failed=$((failed + ${f:-0}))
+	if ! grep -q '^test result:' "$out" || grep -q -E '^error(\[|:)' "$out"; then
+		failed=$((failed + 1))
+		failures+=("cargo test (did not build or run)")
+		tail -n 40 "$out" | sed 's/^/    | /'
+	fi
+	[ "${f:-0}" -eq 0 ] || failures+=("cargo test: $f failed")
+	rm -f "$out"
+	check "cargo clippy clean" no_warnings sh -c "cd '$TOP' && cargo clippy --workspace --all-targets --locked -- -D warnings"
+	check "cargo fmt clean" sh -c "cd '$TOP' && cargo fmt --all --check"
+fi
+if [ -x "$TOP/format/fuzz/run.sh" ]; then
+	check "fuzz parse_cow for ${DMSNAP_FUZZ_SECONDS:-60}s without a crash" \
+		"$TOP/format/fuzz/run.sh" "${DMSNAP_FUZZ_SECONDS:-60}"
+fi
+
+if [ "$host_only" -eq 0 ]; then
+	# --- the kernel and the module
+	KDIR=$("$TOP/scripts/build-kernel.sh")
+	export KDIR
+	check "module rustfmt clean" make -C "$TOP" -s rustfmtcheck
+	check "module clippy clean" no_warnings make -C "$TOP" -s clippy
+	check "module builds without warnings" no_warnings make -C "$TOP" -s modules
+
+	# --- the guest tests
+	log "guest tests"
+	out=$(mktemp)
+	"$TOP/tests/run-guest.sh" | tee "$out" || true
+	p=$(sed -n 's/^guest: \([0-9]*\) passed, \([0-9]*\) failed.*/\1/p' "$out")
+	f=$(sed -n 's/^guest: \([0-9]*\) passed, \([0-9]*\) failed.*/\2/p' "$out")
+	if [ -z "$p" ]; then
+		failed=$((failed + 1))
+		failures+=("guest test run did not complete")
+	else
+		passed=$((passed + p))
+		failed=$((failed + f))
+		while read -r name; do failures+=("guest: $name"); done < <(sed -n 's/^FAIL \([^:]*\):.*/\1/p' "$out")
+	fi
+	rm -f "$out"
+fi
+
+log "done in $(($(date +%s) - t_start)) s"
+for f in "${failures[@]}"; do echo "failed: $f"; done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs inside the guest: each test in turn, leaving its output, exit status
+# and kernel log in RESDIR (shared read-write with the host), which reads
+# them back. Before a test starts, RESDIR/NAME.started holds its timeout, so
+# the host can tell a hung guest from a slow test.
+#   guest-run.sh RESDIR TEST.sh...
+set -u
+res=$1
+shift
+here=$(cd "$(dirname "$0")" && pwd)
+
+export DM_DISABLE_UDEV=1 LVM_SUPPRESS_FD_WARNINGS=1
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug 2>/dev/null
+echo "kernel $(uname -r), $(nproc) cpus" > "$res/guest-info"
+
+for t in "$@"; do
+	name=$(basename "$t" .sh)
+	timeout_s=$(sed -n 's/^# timeout: *\([0-9]*\).*/\1/p' "$t" | head -n1)
+	timeout_s=${timeout_s:-300}
+	echo "$timeout_s" > "$res/$name.started"
+	sync
+	echo "dmsnap-test: begin $name" > /dev/kmsg
+	DMSNAP_TEST_NAME=$name DMSNAP_RESULTS=$res DMSNAP_HARNESS=$here \
+		timeout -k 10 "$timeout_s" bash "$t" > "$res/$name.log" 2>&1 < /dev/null
+	rc=$?
+	echo "dmsnap-test: end $name rc=$rc" > /dev/kmsg
+	dmesg > "$res/$name.dmesg" 2>&1
+	echo "$rc" > "$res/$name.rc"
+	sync
+done
+echo done > "$res/guest-done"
+sync
