@@ -1,0 +1,524 @@
+// SPDX-License-Identifier: GPL-2.0-only
+
+//! `snap_check`: reads the header and every metadata area of a COW device
+//! and reports each problem found.
+//!
+//! The rules are the format core's: the header decision ([`read_header`]
+//! through [`read_device_header`]) and, for every record,
+//! [`Layout::check_exception`], the function the module's activation scan
+//! applies. Where the module's [`Scan`] stops at the first bad record,
+//! this check goes on, so that every problem is reported; the module's own
+//! scan runs alongside and gives the verdict of an activation
+//! ([`Verdict`]). On top of the module's rules it finds duplicate
+//! `old_chunk` and `new_chunk` values, which needs memory that grows with
+//! the number of exceptions ([`ChunkSet`]); `duplicates: false` turns that
+//! off.
+//!
+//! Header problems stop the check: without a trusted chunk size the areas
+//! cannot be found.
+//!
+//! C source: `read_header()`, `read_exceptions()` in [drivers/md/dm-snap-persistent.c](srctree/drivers/md/dm-snap-persistent.c)
+//!
+//! [`read_header`]: snap_format::read_header
+
+use std::fmt;
+use std::io;
+
+use snap_format::read_exception;
+use snap_format::BlockSizes;
+use snap_format::DiskHeader;
+use snap_format::Error;
+use snap_format::Exception;
+use snap_format::HeaderDecision;
+use snap_format::Layout;
+use snap_format::Scan;
+use snap_format::ScanResult;
+use snap_format::Warning;
+use snap_format::SNAP_MAGIC;
+
+use crate::chunk_set::ChunkSet;
+use crate::dump::read_area;
+use crate::header::read_device_header;
+use crate::header::HeaderError;
+use crate::io::BlockIo;
+use crate::progress::Progress;
+
+/// How bad a problem is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    /// The store loads, but something is off (`--ignore-non-fatal-errors`
+    /// accepts it).
+    Warning,
+    /// The store is damaged: the module refuses it, or it would give wrong
+    /// data.
+    Error,
+}
+
+impl Severity {
+    /// `"warning"` or `"error"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Warning => "warning",
+            Self::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The kind of a problem; [`Kind::as_str`] is its stable machine-readable
+/// name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// The device is shorter than a header.
+    DeviceTooSmall,
+    /// Magic 0: no store (the module would start a new one).
+    NoStore,
+    /// Magic neither 0 nor `SnAp`.
+    BadMagic,
+    /// Header version is not 1.
+    BadVersion,
+    /// Header chunk size breaks the chunk-size rules.
+    BadChunkSize,
+    /// The snapshot is marked invalid (`valid` 0).
+    SnapshotInvalid,
+    /// `valid` is neither 0 nor 1.
+    InvalidFlag,
+    /// A metadata area to read lies beyond the device end.
+    AreaBeyondDevice,
+    /// `new_chunk` at or after the device end.
+    NewChunkBeyondDevice,
+    /// `new_chunk` is a metadata chunk.
+    NewChunkIsMetadata,
+    /// `new_chunk` is the header chunk.
+    NewChunkIsHeader,
+    /// `old_chunk` beyond the largest possible origin.
+    OldChunkTooLarge,
+    /// An `old_chunk` seen in an earlier exception.
+    DuplicateOldChunk,
+    /// A `new_chunk` seen in an earlier exception.
+    DuplicateNewChunk,
+    /// Nonzero records after the end marker.
+    GarbageAfterEndMarker,
+    /// Any other format-core error (arithmetic overflow on absurd sizes).
+    Other,
+}
+
+impl Kind {
+    /// The machine-readable name (`snake_case`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::DeviceTooSmall => "device_too_small",
+            Self::NoStore => "no_store",
+            Self::BadMagic => "bad_magic",
+            Self::BadVersion => "bad_version",
+            Self::BadChunkSize => "bad_chunk_size",
+            Self::SnapshotInvalid => "snapshot_invalid",
+            Self::InvalidFlag => "invalid_flag",
+            Self::AreaBeyondDevice => "area_beyond_device",
+            Self::NewChunkBeyondDevice => "new_chunk_beyond_device",
+            Self::NewChunkIsMetadata => "new_chunk_is_metadata",
+            Self::NewChunkIsHeader => "new_chunk_is_header",
+            Self::OldChunkTooLarge => "old_chunk_too_large",
+            Self::DuplicateOldChunk => "duplicate_old_chunk",
+            Self::DuplicateNewChunk => "duplicate_new_chunk",
+            Self::GarbageAfterEndMarker => "garbage_after_end_marker",
+            Self::Other => "other",
+        }
+    }
+
+    /// How bad a problem of this kind is.
+    pub const fn severity(self) -> Severity {
+        match self {
+            Self::NoStore
+            | Self::SnapshotInvalid
+            | Self::InvalidFlag
+            | Self::GarbageAfterEndMarker => Severity::Warning,
+            _ => Severity::Error,
+        }
+    }
+
+    /// The kind of a format-core error.
+    pub const fn of(e: &Error) -> Self {
+        match e {
+            Error::InvalidOrCorrupt { .. } => Self::BadMagic,
+            Error::UnsupportedVersion { .. } => Self::BadVersion,
+            Error::InvalidOnDiskChunkSize { .. } | Error::InvalidChunkSize { .. } => {
+                Self::BadChunkSize
+            }
+            Error::AreaBeyondDevice { .. } => Self::AreaBeyondDevice,
+            Error::NewChunkBeyondDevice { .. } => Self::NewChunkBeyondDevice,
+            Error::NewChunkIsMetadata { .. } => Self::NewChunkIsMetadata,
+            Error::NewChunkIsHeader { .. } => Self::NewChunkIsHeader,
+            Error::OldChunkTooLarge { .. } => Self::OldChunkTooLarge,
+            _ => Self::Other,
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One problem found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Its kind.
+    pub kind: Kind,
+    /// The metadata area concerned, if any.
+    pub area: Option<u64>,
+    /// The index of the record in that area, if any.
+    pub index: Option<u32>,
+    /// The message: the format core's text where it has one (the module
+    /// logs the same).
+    pub message: String,
+}
+
+impl Problem {
+    /// How bad it is.
+    pub const fn severity(&self) -> Severity {
+        self.kind.severity()
+    }
+
+    fn from_error(e: &Error) -> Self {
+        let (area, index) = match *e {
+            Error::AreaBeyondDevice { area, .. } => (Some(area), None),
+            Error::NewChunkBeyondDevice { area, index, .. }
+            | Error::NewChunkIsMetadata { area, index, .. }
+            | Error::NewChunkIsHeader { area, index }
+            | Error::OldChunkTooLarge { area, index, .. } => (Some(area), Some(index)),
+            _ => (None, None),
+        };
+        Self {
+            kind: Kind::of(e),
+            area,
+            index,
+            message: e.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.severity(), self.message)
+    }
+}
+
+/// What the module would do with the device at activation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Magic 0: start a new, empty store.
+    NewStore,
+    /// Load the snapshot as invalid (nothing scanned).
+    Invalid,
+    /// Load the store; the result of its scan.
+    Valid(ScanResult),
+    /// Refuse the device with this message.
+    Refused(String),
+}
+
+/// Options of a check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckOptions {
+    /// Logical block sizes bounding the chunk size.
+    pub blocks: BlockSizes,
+    /// Whether to look for duplicate chunks (memory grows with the number
+    /// of exceptions).
+    pub duplicates: bool,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        Self {
+            blocks: BlockSizes::SECTOR,
+            duplicates: true,
+        }
+    }
+}
+
+/// The outcome of a check that could read what it needed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckSummary {
+    /// The raw header, if the device holds one.
+    pub header: Option<DiskHeader>,
+    /// Size of the device in bytes.
+    pub cow_bytes: u64,
+    /// The layout, once the header passed.
+    pub layout: Option<Layout>,
+    /// Metadata areas read.
+    pub areas: u64,
+    /// Records before the end marker, good or bad.
+    pub exceptions: u64,
+    /// Problems of severity error.
+    pub errors: u64,
+    /// Problems of severity warning.
+    pub warnings: u64,
+    /// What the module would do.
+    pub verdict: Verdict,
+}
+
+impl CheckSummary {
+    /// Exit status of `snap_check`: 0 clean, 1 problems (warnings count
+    /// unless `ignore_warnings`).
+    pub fn exit_code(&self, ignore_warnings: bool) -> i32 {
+        if self.errors > 0 || (self.warnings > 0 && !ignore_warnings) {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+struct Checker<'r, R> {
+    report: &'r mut R,
+    summary: CheckSummary,
+}
+
+impl<R: FnMut(&Problem)> Checker<'_, R> {
+    fn problem(&mut self, p: Problem) {
+        match p.severity() {
+            Severity::Error => self.summary.errors = self.summary.errors.saturating_add(1),
+            Severity::Warning => self.summary.warnings = self.summary.warnings.saturating_add(1),
+        }
+        (self.report)(&p);
+    }
+
+    fn error(&mut self, e: &Error) {
+        self.problem(Problem::from_error(e));
+    }
+}
+
+/// Checks the COW device `io`, calling `report` for each problem as it is
+/// found.
+///
+/// # Errors
+///
+/// The I/O error if the device cannot be read (`snap_check` exits with 2).
+pub fn check<I, R>(
+    io: &I,
+    opts: &CheckOptions,
+    progress: &mut Progress,
+    mut report: R,
+) -> io::Result<CheckSummary>
+where
+    I: BlockIo,
+    R: FnMut(&Problem),
+{
+    let mut c = Checker {
+        report: &mut report,
+        summary: CheckSummary {
+            header: None,
+            cow_bytes: 0,
+            layout: None,
+            areas: 0,
+            exceptions: 0,
+            errors: 0,
+            warnings: 0,
+            verdict: Verdict::NewStore,
+        },
+    };
+    let info = match read_device_header(io, opts.blocks) {
+        Ok(info) => info,
+        Err(HeaderError::Io(e)) => return Err(e),
+        Err(e @ HeaderError::TooSmall { bytes }) => {
+            c.summary.cow_bytes = bytes;
+            let message = e.to_string();
+            c.problem(Problem {
+                kind: Kind::DeviceTooSmall,
+                area: None,
+                index: None,
+                message: message.clone(),
+            });
+            c.summary.verdict = Verdict::Refused(message);
+            return Ok(c.summary);
+        }
+    };
+    c.summary.cow_bytes = info.cow_bytes;
+    c.summary.header = Some(info.header);
+    if info.header.magic == SNAP_MAGIC && info.header.valid > 1 {
+        c.problem(Problem {
+            kind: Kind::InvalidFlag,
+            area: None,
+            index: None,
+            message: format!(
+                "header valid field is {}, neither 0 nor 1: the module treats it as valid",
+                info.header.valid
+            ),
+        });
+    }
+    match info.decision {
+        Err(e) => {
+            c.error(&e);
+            c.summary.verdict = Verdict::Refused(e.to_string());
+        }
+        Ok(HeaderDecision::New(_)) => {
+            c.problem(Problem {
+                kind: Kind::NoStore,
+                area: None,
+                index: None,
+                message: "the device holds no snapshot store (magic 0): the module would start a new, empty one".into(),
+            });
+            c.summary.verdict = Verdict::NewStore;
+        }
+        Ok(HeaderDecision::Invalid(layout)) => {
+            c.summary.layout = Some(layout);
+            c.problem(Problem {
+                kind: Kind::SnapshotInvalid,
+                area: None,
+                index: None,
+                message: "the snapshot is marked invalid (valid 0): the module loads it as invalid and reads no exception".into(),
+            });
+            c.summary.verdict = Verdict::Invalid;
+        }
+        Ok(HeaderDecision::Valid(layout)) => {
+            c.summary.layout = Some(layout);
+            check_areas(io, layout, info.cow_sectors, opts, progress, &mut c)?;
+        }
+    }
+    Ok(c.summary)
+}
+
+fn check_areas<I: BlockIo, R: FnMut(&Problem)>(
+    io: &I,
+    layout: Layout,
+    cow_sectors: u64,
+    opts: &CheckOptions,
+    progress: &mut Progress,
+    c: &mut Checker<'_, R>,
+) -> io::Result<()> {
+    let cow_chunks = layout.device_chunks(cow_sectors);
+    let epa = layout.exceptions_per_area();
+    let len = usize::try_from(layout.chunk_bytes()).map_err(io::Error::other)?;
+    let mut buf = vec![0u8; len];
+    // The module's own scan, fed the same areas until it fails.
+    let mut module = Some(Scan::new(layout, cow_sectors));
+    let mut old_chunks = ChunkSet::new();
+    let mut new_chunks = ChunkSet::new();
+    progress.restart(
+        "snap_check",
+        "areas",
+        Some(layout.device_areas(cow_sectors)),
+    );
+    let mut area = 0u64;
+    loop {
+        let Some(aio) = layout.area_io(area) else {
+            c.error(&Error::Overflow);
+            break;
+        };
+        if aio.chunk >= cow_chunks {
+            let e = Error::AreaBeyondDevice {
+                area,
+                chunk: aio.chunk,
+                cow_chunks,
+            };
+            c.error(&e);
+            if module.take().is_some() {
+                c.summary.verdict = Verdict::Refused(e.to_string());
+            }
+            break;
+        }
+        read_area(io, &aio, &mut buf)?;
+        c.summary.areas = c.summary.areas.saturating_add(1);
+        if let Some(scan) = module.as_mut() {
+            if let Err(e) = scan.scan_area(&buf, |_| Ok(())) {
+                c.summary.verdict = Verdict::Refused(e.to_string());
+                module = None;
+            }
+        }
+        let mut ended = false;
+        for index in 0..epa {
+            let Some(e) = read_exception(&buf, index) else {
+                break;
+            };
+            if e.is_end_marker() {
+                garbage_after(&buf, area, index, epa, c);
+                ended = true;
+                break;
+            }
+            c.summary.exceptions = c.summary.exceptions.saturating_add(1);
+            let new_ok = match layout.check_exception(area, index, e, Some(cow_chunks)) {
+                Ok(()) => true,
+                Err(err) => {
+                    c.error(&err);
+                    matches!(err, Error::OldChunkTooLarge { .. })
+                }
+            };
+            if opts.duplicates {
+                if !old_chunks.insert(e.old_chunk) {
+                    c.problem(Problem {
+                        kind: Kind::DuplicateOldChunk,
+                        area: Some(area),
+                        index: Some(index),
+                        message: format!(
+                            "exception {index} of area {area}: old_chunk {} is also in an earlier exception",
+                            e.old_chunk
+                        ),
+                    });
+                }
+                if new_ok && !new_chunks.insert(e.new_chunk) {
+                    c.problem(Problem {
+                        kind: Kind::DuplicateNewChunk,
+                        area: Some(area),
+                        index: Some(index),
+                        message: format!(
+                            "exception {index} of area {area}: new_chunk {} is also in an earlier exception",
+                            e.new_chunk
+                        ),
+                    });
+                }
+            }
+        }
+        progress.update(c.summary.areas);
+        if ended {
+            break;
+        }
+        area = area.saturating_add(1);
+    }
+    progress.finish();
+    if let Some(scan) = module {
+        c.summary.verdict = match scan.finish() {
+            Ok(r) => Verdict::Valid(r),
+            Err(e) => Verdict::Refused(e.to_string()),
+        };
+    }
+    Ok(())
+}
+
+/// Reports nonzero records at or after the end marker at `end`, with the
+/// format core's warning (the module logs the same).
+fn garbage_after<R: FnMut(&Problem)>(
+    buf: &[u8],
+    area: u64,
+    end: u32,
+    epa: u32,
+    c: &mut Checker<'_, R>,
+) {
+    let mut first = None;
+    let mut records = 0u32;
+    for index in end..epa {
+        if read_exception(buf, index).is_some_and(|e| e != Exception::default()) {
+            first = first.or(Some(index));
+            records = records.saturating_add(1);
+        }
+    }
+    if let Some(first) = first {
+        let w = Warning::GarbageAfterEndMarker {
+            area,
+            end,
+            first,
+            records,
+        };
+        c.problem(Problem {
+            kind: Kind::GarbageAfterEndMarker,
+            area: Some(area),
+            index: Some(first),
+            message: w.to_string(),
+        });
+    }
+}

@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: GPL-2.0-only
+
+//! `snap_dump`: the header and exceptions of a COW device as a dump
+//! ([`crate::xml`]), streaming: memory holds one chunk, whatever the size
+//! of the store.
+//!
+//! The exceptions are read with the format core's validating [`Scan`], the
+//! module's activation scan, so a dump holds exactly what the module would
+//! load; a store the module would refuse gives an error (after the
+//! exceptions before the fault were written) and no closing element, so
+//! `snap_restore` refuses the partial dump.
+//!
+//! C source: `read_exceptions()` in [drivers/md/dm-snap-persistent.c](srctree/drivers/md/dm-snap-persistent.c)
+
+use std::fmt;
+use std::io;
+use std::io::Write;
+
+use snap_format::AreaIo;
+use snap_format::BlockSizes;
+use snap_format::HeaderDecision;
+use snap_format::Layout;
+use snap_format::Scan;
+use snap_format::Warning;
+use snap_format::SECTOR_SIZE;
+
+use crate::header::read_device_header;
+use crate::header::HeaderError;
+use crate::io::BlockIo;
+use crate::progress::Progress;
+use crate::xml;
+use crate::xml::DumpHeader;
+
+/// Why a dump failed.
+#[derive(Debug)]
+pub enum DumpError {
+    /// The header could not be read.
+    Header(HeaderError),
+    /// The device holds no store (magic 0).
+    NoStore,
+    /// The module would refuse the store: the format core's error.
+    Format(snap_format::Error),
+    /// Reading a metadata area failed.
+    Read {
+        /// The area's chunk.
+        chunk: u64,
+        /// The error.
+        error: io::Error,
+    },
+    /// Writing the dump failed.
+    Output(io::Error),
+}
+
+impl DumpError {
+    /// Exit status of `snap_dump` for this error: 2 when the device or the
+    /// output could not be read or written, 1 when the store is bad.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Header(HeaderError::Io(_)) | Self::Read { .. } | Self::Output(_) => 2,
+            Self::Header(HeaderError::TooSmall { .. }) | Self::NoStore | Self::Format(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for DumpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Header(e) => write!(f, "{e}"),
+            Self::NoStore => {
+                f.write_str("the device holds no snapshot store (magic 0): nothing to dump")
+            }
+            Self::Format(e) => write!(f, "{e}"),
+            Self::Read { chunk, error } => write!(f, "reading chunk {chunk} failed: {error}"),
+            Self::Output(e) => write!(f, "writing the dump failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DumpError {}
+
+/// What a successful dump wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DumpSummary {
+    /// The dump's header.
+    pub header: DumpHeader,
+    /// Exceptions written.
+    pub exceptions: u64,
+    /// Metadata areas read.
+    pub areas: u64,
+    /// Nonzero records after the end marker (the module ignores them).
+    pub warning: Option<Warning>,
+}
+
+/// Reads metadata area `aio` into `buf` (one chunk).
+///
+/// # Errors
+///
+/// The device's error; [`io::ErrorKind::InvalidInput`] if the offset
+/// overflows.
+pub fn read_area<I: BlockIo>(io: &I, aio: &AreaIo, buf: &mut [u8]) -> io::Result<()> {
+    let offset = aio
+        .sector
+        .checked_mul(u64::from(SECTOR_SIZE))
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    io.read_at(offset, buf)
+}
+
+/// Dumps the store on `io` to `out`. The output is not flushed.
+///
+/// # Errors
+///
+/// See [`DumpError`].
+pub fn dump<I: BlockIo, W: Write>(
+    io: &I,
+    blocks: BlockSizes,
+    out: &mut W,
+    progress: &mut Progress,
+) -> Result<DumpSummary, DumpError> {
+    let info = read_device_header(io, blocks).map_err(DumpError::Header)?;
+    let decision = info.decision.map_err(DumpError::Format)?;
+    let layout = match decision {
+        HeaderDecision::New(_) => return Err(DumpError::NoStore),
+        HeaderDecision::Invalid(l) | HeaderDecision::Valid(l) => l,
+    };
+    let header = DumpHeader {
+        disk_version: info.header.version,
+        valid: info.header.valid,
+        chunk_size: layout.chunk_sectors(),
+        cow_sectors: info.cow_sectors,
+    };
+    xml::write_header(out, &header).map_err(DumpError::Output)?;
+    let mut summary = DumpSummary {
+        header,
+        exceptions: 0,
+        areas: 0,
+        warning: None,
+    };
+    if let HeaderDecision::Valid(_) = decision {
+        dump_areas(io, layout, info.cow_sectors, out, progress, &mut summary)?;
+    }
+    xml::write_footer(out).map_err(DumpError::Output)?;
+    Ok(summary)
+}
+
+fn dump_areas<I: BlockIo, W: Write>(
+    io: &I,
+    layout: Layout,
+    cow_sectors: u64,
+    out: &mut W,
+    progress: &mut Progress,
+    summary: &mut DumpSummary,
+) -> Result<(), DumpError> {
+    let len = usize::try_from(layout.chunk_bytes())
+        .map_err(|_| DumpError::Format(snap_format::Error::Overflow))?;
+    let mut buf = vec![0u8; len];
+    let mut scan = Scan::new(layout, cow_sectors);
+    progress.restart("snap_dump", "areas", Some(layout.device_areas(cow_sectors)));
+    let mut output_error = None;
+    while let Some(aio) = scan.next_area().map_err(DumpError::Format)? {
+        read_area(io, &aio, &mut buf).map_err(|error| DumpError::Read {
+            chunk: aio.chunk,
+            error,
+        })?;
+        let scanned = scan.scan_area(&buf, |e| {
+            xml::write_exception(out, e).map_err(|err| {
+                output_error = Some(err);
+                snap_format::errno::EIO
+            })
+        });
+        if let Some(e) = output_error.take() {
+            return Err(DumpError::Output(e));
+        }
+        scanned.map_err(DumpError::Format)?;
+        summary.areas = summary.areas.saturating_add(1);
+        progress.update(summary.areas);
+    }
+    progress.finish();
+    let result = scan.finish().map_err(DumpError::Format)?;
+    summary.exceptions = result.exceptions;
+    summary.warning = result.warning;
+    Ok(())
+}
