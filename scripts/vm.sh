@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # Boot the built kernel with virtme-ng and run one command in the guest.
-#   scripts/vm.sh [--rwdir DIR]... -- COMMAND...
+#   scripts/vm.sh [--quiet] [--rwdir DIR]... -- COMMAND...
 # The guest sees the host's filesystem read-only (9p) plus the --rwdir
 # directories read-write. KVM is used when a short probe boot works with it,
-# TCG otherwise; which one is printed. Exit status is the command's.
+# TCG otherwise; which one is printed. The kernel's console is shown too
+# unless --quiet. Exit status is the command's.
 . "$(dirname "$0")/lib.sh"
 
 KDIR=${KDIR:-$("$TOP/scripts/kernel-dir.sh")}
 VNG_OPTS=()
+verbose=--verbose
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--rwdir) VNG_OPTS+=(--rwdir="$2"); shift 2 ;;
+	--quiet) verbose=""; shift ;;
 	--) shift; break ;;
-	*) die "usage: vm.sh [--rwdir DIR]... -- COMMAND..." ;;
+	*) die "usage: vm.sh [--quiet] [--rwdir DIR]... -- COMMAND..." ;;
 	esac
 done
 [ $# -gt 0 ] || die "usage: vm.sh [--rwdir DIR]... -- COMMAND..."
@@ -43,5 +46,5 @@ esac
 log "booting $(basename "$(dirname "$KDIR")") with $accel"
 
 cmd=$(printf '%q ' "$@")
-exec vng --run "$KDIR" --disable-microvm --cpus 2 --memory 1G --verbose \
+exec vng --run "$KDIR" --disable-microvm --cpus 2 --memory 1G ${verbose:+"$verbose"} \
 	--cwd "$TOP" "${VNG_OPTS[@]}" --exec "$cmd"

@@ -7,6 +7,15 @@ set -euo pipefail
 store=${1:-ours}
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 export DM_DISABLE_UDEV=1
+# udev probes new devices in the guest: removes retry.
+dmsetup() {
+	if [ "$1" = remove ]; then
+		shift
+		command dmsetup remove --retry "$@"
+	else
+		command dmsetup "$@"
+	fi
+}
 
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 run() { say "$*"; "$@"; }
@@ -25,8 +34,10 @@ size=$(blockdev --getsz $origin)
 dd if=/dev/urandom of=/tmp/before bs=1M count=1 status=none
 dd if=/tmp/before of=$origin bs=1M oflag=direct status=none
 
-run dmsetup create base --table "0 $size snapshot-origin $origin"
+# The snapshot first: the origin target learns the chunk size to split
+# writes at when it is resumed (lvm2 reloads the origin for this).
 run dmsetup create snap --table "0 $size snapshot $origin $cow P 8"
+run dmsetup create base --table "0 $size snapshot-origin $origin"
 run dmsetup status snap
 
 say "write 1 MiB to the origin: the snapshot keeps the old data"
