@@ -11,7 +11,7 @@
 //! dm-snapshot is built or loaded without its C persistent store.
 //!
 //! The store (`store/`) is safe Rust. It stands on the device-mapper
-//! abstractions in `rust/`, which hold all of the module's `unsafe`, and on
+//! abstractions in `rust/`, the only code of the module allowed to use unsafe Rust, and on
 //! the format core in `format/`, shared with the userspace tools.
 
 use kernel::prelude::*;
