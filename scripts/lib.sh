@@ -32,6 +32,29 @@ show_progress() {
 	done
 }
 
+# vm_accel KDIR: print "kvm" if a guest of KDIR boots with KVM here, else
+# "tcg" (DMSNAP_ACCEL=kvm|tcg forces one). The answer is remembered for this
+# host boot and QEMU version.
+vm_accel() {
+	local kdir=$1 stamp f
+	case "${DMSNAP_ACCEL:-}" in
+	kvm | tcg) echo "$DMSNAP_ACCEL"; return ;;
+	"") ;;
+	*) die "DMSNAP_ACCEL must be kvm or tcg" ;;
+	esac
+	stamp="$(cat /proc/sys/kernel/random/boot_id)-$(qemu-system-x86_64 --version | head -n1 | tr -c 'a-zA-Z0-9.\n' _)"
+	f=$CACHE_DIR/accel-$stamp
+	if [ ! -f "$f" ]; then
+		if [ -r /dev/kvm ] && [ -w /dev/kvm ] &&
+			timeout 60 vng --run "$kdir" --disable-microvm --memory 512M --exec true >/dev/null 2>&1; then
+			echo kvm > "$f"
+		else
+			echo tcg > "$f"
+		fi
+	fi
+	cat "$f"
+}
+
 # Run as root, or through sudo when not root.
 as_root() {
 	if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -20,29 +20,8 @@ while [ $# -gt 0 ]; do
 done
 [ $# -gt 0 ] || die "usage: vm.sh [--rwdir DIR]... -- COMMAND..."
 
-# vm_accel: print "kvm" if a guest boots with KVM here, else "tcg". The
-# answer is remembered for this host boot and QEMU version.
-vm_accel() {
-	local stamp f
-	stamp="$(cat /proc/sys/kernel/random/boot_id)-$(qemu-system-x86_64 --version | head -n1 | tr -c 'a-zA-Z0-9.\n' _)"
-	f=$CACHE_DIR/accel-$stamp
-	if [ ! -f "$f" ]; then
-		if [ -r /dev/kvm ] && [ -w /dev/kvm ] &&
-			timeout 60 vng --run "$KDIR" --disable-microvm --memory 512M --exec true >/dev/null 2>&1; then
-			echo kvm > "$f"
-		else
-			echo tcg > "$f"
-		fi
-	fi
-	cat "$f"
-}
-
-accel=${DMSNAP_ACCEL:-$(vm_accel)}
-case "$accel" in
-kvm) ;;
-tcg) VNG_OPTS+=(--disable-kvm) ;;
-*) die "DMSNAP_ACCEL must be kvm or tcg" ;;
-esac
+accel=$(vm_accel "$KDIR")
+[ "$accel" = tcg ] && VNG_OPTS+=(--disable-kvm)
 log "booting $(basename "$(dirname "$KDIR")") with $accel"
 
 cmd=$(printf '%q ' "$@")

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Run the guest tests (tests/guest/*.sh, or the ones named) in the VM and
-# report each one. A test fails when it exits non-zero, when the kernel logs
-# a BUG/WARNING/Oops/KASAN/hung-task report while it runs, or when it leaves
-# no result because the guest crashed or hung: the host watches each test's
+# Run the guest tests (tests/guest/*.sh, or the ones named) in VMs and report
+# each one. A test fails when it exits non-zero, when the kernel logs a
+# BUG/WARNING/Oops/KASAN/hung-task report while it runs, or when it leaves no
+# result because the guest crashed or hung: the host watches each test's
 # deadline, kills a hung guest, and boots again for the tests after it.
+#
+# The tests are shared out over DMSNAP_VMS guests running side by side
+# (default: 2 on a machine with 2 or more cores), balanced by their
+# declared timeouts; under TCG a guest mostly keeps one host core busy.
 #   tests/run-guest.sh [TEST.sh...]
 # Ends with "guest: N passed, N failed, N skipped"; exit status 1 if any failed.
 . "$(dirname "$0")/../scripts/lib.sh"
@@ -18,7 +22,6 @@ for i in "${!tests[@]}"; do tests[$i]=$(realpath "${tests[$i]}"); done
 RES=${DMSNAP_RESULTS:-$TOP/tests/results/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$RES"
 RES=$(realpath "$RES")
-log "guest test results: $RES"
 
 # Patterns of a kernel in trouble.
 SPLAT='BUG:|WARNING:|Oops|KASAN|UBSAN|Kernel panic|general protection fault|INFO: task .* blocked|rcu: .* stall|Unable to handle kernel'
@@ -26,95 +29,142 @@ SPLAT='BUG:|WARNING:|Oops|KASAN|UBSAN|Kernel panic|general protection fault|INFO
 BOOT_GRACE=${DMSNAP_BOOT_GRACE:-300}	# boot to first test start, seconds
 HANG_GRACE=30				# past a test's own timeout
 
-declare -A verdict reason
-remaining=("${tests[@]}")
-boot=0
-while [ ${#remaining[@]} -gt 0 ]; do
-	boot=$((boot + 1))
-	console=$RES/console-$boot.log
-	guest_cmd=("$TOP/tests/harness/guest-run.sh" "$RES")
-	for t in "${remaining[@]}"; do guest_cmd+=("$t"); done
-	setsid "$TOP/scripts/vm.sh" --rwdir "$RES" -- env DMSNAP_SELFTEST="${DMSNAP_SELFTEST:-}" \
-		"${guest_cmd[@]}" > "$console" 2>&1 < /dev/null &
-	vm=$!
-	started=$(date +%s)
-	killed=""
-	while kill -0 "$vm" 2>/dev/null; do
-		sleep 2
-		now=$(date +%s)
-		current=""
-		for t in "${remaining[@]}"; do
-			n=$(basename "$t" .sh)
-			if [ -f "$RES/$n.started" ] && [ ! -f "$RES/$n.rc" ]; then current=$n; fi
-		done
-		if [ -n "$current" ]; then
-			limit=$(($(cat "$RES/$current.started") + HANG_GRACE))
-			age=$((now - $(stat -c %Y "$RES/$current.started")))
-			if [ "$age" -gt "$limit" ]; then
-				killed="$current: no result after ${age}s (guest hung)"
-			fi
-		elif ! ls "$RES"/*.started >/dev/null 2>&1 && [ $((now - started)) -gt "$BOOT_GRACE" ]; then
-			killed="guest did not start the tests within ${BOOT_GRACE}s"
-		fi
-		if [ -n "$killed" ]; then
-			log "killing the VM: $killed"
-			kill -TERM -- "-$vm" 2>/dev/null
-			sleep 2
-			kill -KILL -- "-$vm" 2>/dev/null
-			break
-		fi
-	done
-	wait "$vm" 2>/dev/null || true
-	grep -m1 -o 'booting .* with [a-z]*' "$console" | sed 's/^/    /' >&2 || true
+name_of() { basename "$1" .sh; }
+timeout_of() {
+	local t
+	t=$(sed -n 's/^# timeout: *\([0-9]*\).*/\1/p' "$1" | head -n1)
+	echo "${t:-300}"
+}
 
-	next=()
-	progress=0
-	for t in "${remaining[@]}"; do
-		n=$(basename "$t" .sh)
-		if [ -f "$RES/$n.rc" ]; then
-			progress=1
-			rc=$(cat "$RES/$n.rc")
-			splat=$(sed -n "/dmsnap-test: begin $n\$/,\$p" "$RES/$n.dmesg" | grep -E -m3 "$SPLAT" || true)
-			if [ -n "$splat" ]; then
-				verdict[$n]=FAIL
-				reason[$n]="kernel reported: $(echo "$splat" | head -n1)"
-			elif [ "$rc" -eq 0 ]; then
-				verdict[$n]=PASS
-			elif [ "$rc" -eq 77 ]; then
-				verdict[$n]=SKIP
-				reason[$n]=$(grep -m1 '^SKIP:' "$RES/$n.log" | sed 's/^SKIP: //')
+# verdict NAME VERDICT [REASON]: record a test's outcome for the report.
+verdict() {
+	printf '%s\t%s\n' "$2" "${3:-}" > "$RES/$1.verdict"
+}
+
+# run_shard ID TEST...: boot guests until every test has a verdict.
+run_shard() {
+	local shard=$1
+	shift
+	local remaining=("$@") boot=0 console vm started killed now current n t limit age
+	local next progress rc splat
+	while [ ${#remaining[@]} -gt 0 ]; do
+		boot=$((boot + 1))
+		console=$RES/console-$shard-$boot.log
+		setsid "$TOP/scripts/vm.sh" --rwdir "$RES" -- env DMSNAP_SELFTEST="${DMSNAP_SELFTEST:-}" \
+			"$TOP/tests/harness/guest-run.sh" "$RES" "${remaining[@]}" > "$console" 2>&1 < /dev/null &
+		vm=$!
+		started=$(date +%s)
+		killed=""
+		while kill -0 "$vm" 2>/dev/null; do
+			sleep 2
+			now=$(date +%s)
+			current=""
+			for t in "${remaining[@]}"; do
+				n=$(name_of "$t")
+				if [ -f "$RES/$n.started" ] && [ ! -f "$RES/$n.rc" ]; then current=$n; fi
+			done
+			if [ -n "$current" ]; then
+				limit=$(($(cat "$RES/$current.started") + HANG_GRACE))
+				age=$((now - $(stat -c %Y "$RES/$current.started")))
+				if [ "$age" -gt "$limit" ]; then
+					killed="$current: no result after ${age}s (guest hung)"
+				fi
 			else
-				verdict[$n]=FAIL
-				reason[$n]="exit status $rc"
-				[ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] && reason[$n]="timed out (status $rc)"
+				progress=0
+				for t in "${remaining[@]}"; do
+					[ -f "$RES/$(name_of "$t").started" ] && progress=1
+				done
+				if [ "$progress" -eq 0 ] && [ $((now - started)) -gt "$BOOT_GRACE" ]; then
+					killed="guest did not start the tests within ${BOOT_GRACE}s"
+				fi
 			fi
-		elif [ -f "$RES/$n.started" ]; then
-			progress=1
-			verdict[$n]=FAIL
-			splat=$(grep -E -m1 "$SPLAT" "$console" || true)
-			reason[$n]="no result: guest crashed or hung${splat:+ ($splat)}${killed:+; $killed}"
-		else
-			next+=("$t")
-		fi
-	done
-	if [ "$progress" -eq 0 ]; then
-		for t in "${next[@]}"; do
-			n=$(basename "$t" .sh)
-			verdict[$n]=FAIL
-			reason[$n]="not run: the guest did not start it${killed:+ ($killed)} (see $console)"
+			if [ -n "$killed" ]; then
+				log "killing guest $shard: $killed"
+				kill -TERM -- "-$vm" 2>/dev/null
+				sleep 2
+				kill -KILL -- "-$vm" 2>/dev/null
+				break
+			fi
 		done
+		wait "$vm" 2>/dev/null || true
+
+
 		next=()
-	fi
-	remaining=("${next[@]}")
+		progress=0
+		for t in "${remaining[@]}"; do
+			n=$(name_of "$t")
+			if [ -f "$RES/$n.rc" ]; then
+				progress=1
+				rc=$(cat "$RES/$n.rc")
+				splat=$(sed -n "/dmsnap-test: begin $n\$/,\$p" "$RES/$n.dmesg" | grep -E -m3 "$SPLAT" || true)
+				if [ -n "$splat" ]; then
+					verdict "$n" FAIL "kernel reported: $(echo "$splat" | head -n1)"
+				elif [ "$rc" -eq 0 ]; then
+					verdict "$n" PASS
+				elif [ "$rc" -eq 77 ]; then
+					verdict "$n" SKIP "$(grep -m1 '^SKIP:' "$RES/$n.log" | sed 's/^SKIP: //')"
+				elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+					verdict "$n" FAIL "timed out (status $rc)"
+				else
+					verdict "$n" FAIL "exit status $rc"
+				fi
+			elif [ -f "$RES/$n.started" ]; then
+				progress=1
+				splat=$(grep -E -m1 "$SPLAT" "$console" || true)
+				verdict "$n" FAIL "no result: guest crashed or hung${splat:+ ($splat)}${killed:+; $killed}"
+			else
+				next+=("$t")
+			fi
+		done
+		if [ "$progress" -eq 0 ]; then
+			for t in "${next[@]}"; do
+				verdict "$(name_of "$t")" FAIL "not run: the guest did not start it${killed:+ ($killed)} (see $console)"
+			done
+			next=()
+		fi
+		remaining=("${next[@]}")
+	done
+}
+
+# Share the tests out: longest declared timeout first, each to the guest
+# with the least work so far.
+vms=${DMSNAP_VMS:-$(($(nproc) >= 2 ? 2 : 1))}
+[ "$vms" -ge 1 ] || vms=1
+[ "$vms" -le ${#tests[@]} ] || vms=${#tests[@]}
+declare -a load shard_tests
+for ((k = 0; k < vms; k++)); do load[$k]=0; shard_tests[$k]=""; done
+while read -r weight t; do
+	best=0
+	for ((k = 1; k < vms; k++)); do
+		[ "${load[$k]}" -lt "${load[$best]}" ] && best=$k
+	done
+	load[$best]=$((load[best] + weight))
+	shard_tests[$best]+="$t"$'\n'
+done < <(for t in "${tests[@]}"; do echo "$(timeout_of "$t") $t"; done | sort -rn -k1,1)
+
+KDIR=${KDIR:-$("$TOP/scripts/kernel-dir.sh")}
+export KDIR
+log "guest test results: $RES ($vms guests, $(vm_accel "$KDIR"))"
+pids=()
+for ((k = 0; k < vms; k++)); do
+	mapfile -t list < <(printf '%s' "${shard_tests[$k]}" | sort)
+	run_shard "$((k + 1))" "${list[@]}" &
+	pids+=($!)
 done
+for p in "${pids[@]}"; do wait "$p" || true; done
 
 pass=0 failed=0 skipped=0
 for t in "${tests[@]}"; do
-	n=$(basename "$t" .sh)
+	n=$(name_of "$t")
+	if [ -f "$RES/$n.verdict" ]; then
+		IFS=$'\t' read -r v reason < "$RES/$n.verdict"
+	else
+		v=FAIL reason="no verdict (harness error)"
+	fi
 	# A test may report cases of its own (KUnit): each counts as a test.
 	if [ -s "$RES/$n.cases" ]; then
-		while read -r v c; do
-			if [ "$v" = PASS ]; then
+		while read -r cv c; do
+			if [ "$cv" = PASS ]; then
 				pass=$((pass + 1))
 				echo "PASS $n/$c"
 			else
@@ -122,14 +172,14 @@ for t in "${tests[@]}"; do
 				echo "FAIL $n/$c: failed"
 			fi
 		done < "$RES/$n.cases"
-		[ "${verdict[$n]}" = PASS ] && continue
+		[ "$v" = PASS ] && continue
 	fi
-	case "${verdict[$n]}" in
+	case "$v" in
 	PASS) pass=$((pass + 1)); echo "PASS $n" ;;
-	SKIP) skipped=$((skipped + 1)); echo "SKIP $n: ${reason[$n]}" ;;
+	SKIP) skipped=$((skipped + 1)); echo "SKIP $n: $reason" ;;
 	*)
 		failed=$((failed + 1))
-		echo "FAIL $n: ${reason[$n]}"
+		echo "FAIL $n: $reason"
 		[ -f "$RES/$n.log" ] && tail -n 15 "$RES/$n.log" | sed 's/^/    | /'
 		;;
 	esac

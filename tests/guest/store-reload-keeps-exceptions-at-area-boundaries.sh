@@ -13,21 +13,20 @@ make_pattern "$TMP/orig" 512
 make_pattern "$TMP/new1" 20
 make_pattern "$TMP/new2" 2
 
-observe() {
-	local n=$1
-	make_ram_disks 2 1024
-	dm_remove_all_on_exit
-	write_at /dev/ram0 "$TMP/orig" 0
+# round N ORIGIN COW
+round() {
+	local n=$1 origin=$2 cow=$3
+	write_at "$origin" "$TMP/orig" 0
 	# The snapshot first: the origin target splits writes at the chunk size
 	# of the snapshots it knows when it is resumed.
-	dmsetup create snap --table "$(snapshot_table /dev/ram0 /dev/ram1 P 1)"
-	dmsetup create base --table "$(origin_table /dev/ram0)"
+	dmsetup create snap --table "$(snapshot_table "$origin" "$cow" P 1)"
+	dmsetup create base --table "$(origin_table "$origin")"
 
 	# n exceptions in one write: chunks 0..n-1, committed in order
 	write_sectors /dev/mapper/base "$TMP/new1" 0 "$n"
 	echo "$n: after $n: $(snapshot_status snap)"
 	dmsetup remove snap
-	dmsetup create snap --table "$(snapshot_table /dev/ram0 /dev/ram1 P 1)"
+	dmsetup create snap --table "$(snapshot_table "$origin" "$cow" P 1)"
 	echo "$n: reloaded: $(snapshot_status snap)"
 	same_data "snapshot after reload" /dev/mapper/snap 0 "$TMP/orig"
 
@@ -35,15 +34,22 @@ observe() {
 	write_sectors /dev/mapper/base "$TMP/new2" 128 4
 	echo "$n: after 4 more: $(snapshot_status snap)"
 	dmsetup remove snap
-	dmsetup create snap --table "$(snapshot_table /dev/ram0 /dev/ram1 P 1)"
+	dmsetup create snap --table "$(snapshot_table "$origin" "$cow" P 1)"
 	echo "$n: reloaded again: $(snapshot_status snap)"
 	same_data "snapshot after second reload" /dev/mapper/snap 0 "$TMP/orig"
 	cmp -s <(read_at /dev/mapper/base 0 $((n / 2))) <(head -c $((n * 512)) "$TMP/new1") ||
 		[ $((n % 2)) -eq 1 ] || fail "origin does not hold the new data"
-	dmsetup remove snap
-	echo "$n: cow checksum: $(cow_sum /dev/ram1)"
+	dmsetup remove snap base
+	echo "$n: cow checksum: $(cow_sum "$cow")"
 }
 
-for n in 31 32 40; do
-	same_on_both_stores observe $n
-done
+# Each case on fresh RAM disks, all cases under one store load.
+observe() {
+	make_ram_disks 6 1024
+	dm_remove_all_on_exit
+	round 31 /dev/ram0 /dev/ram1
+	round 32 /dev/ram2 /dev/ram3
+	round 40 /dev/ram4 /dev/ram5
+}
+
+same_on_both_stores observe
