@@ -25,5 +25,5 @@ accel=$(vm_accel "$KDIR")
 log "booting $(basename "$(dirname "$KDIR")") with $accel"
 
 cmd=$(printf '%q ' "$@")
-exec vng --run "$KDIR" --disable-microvm --cpus 2 --memory 1G ${verbose:+"$verbose"} \
+exec vng --run "$KDIR" --disable-microvm --cpus "${DMSNAP_VM_CPUS:-2}" --memory 1G ${verbose:+"$verbose"} \
 	--cwd "$TOP" "${VNG_OPTS[@]}" --exec "$cmd"
