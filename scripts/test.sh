@@ -47,11 +47,12 @@ no_warnings() {
 "$TOP/scripts/install-deps.sh"
 
 # Cargo's build output lives in the cache directory (a link from the work
-# tree), so that a fresh clone does not compile every dependency again.
-# Cargo fingerprints sources, so a stale build is never used.
+# tree), shared by every clone, so that a fresh clone does not compile every
+# dependency again. Cargo fingerprints sources (and keeps the crates of
+# clones at other paths apart), so a stale build is never used.
 for d in target format/fuzz/target; do
 	if [ ! -e "$TOP/$d" ]; then
-		cache=$CACHE_DIR/cargo/$(printf '%s' "$TOP/$d" | sha256sum | cut -c1-12)
+		cache=$CACHE_DIR/cargo/${d//\//-}
 		mkdir -p "$cache"
 		ln -s "$cache" "$TOP/$d"
 	fi
