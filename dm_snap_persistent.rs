@@ -11,8 +11,9 @@
 //! dm-snapshot is built or loaded without its C persistent store.
 //!
 //! The store (`store/`) is safe Rust. It stands on the device-mapper
-//! abstractions in `rust/`, the only code of the module allowed to use unsafe Rust, and on
-//! the format core in `format/`, shared with the userspace tools.
+//! abstractions in `rust/`, where all the module's code that the compiler
+//! cannot check lives, and on the format core in `format/`, shared with the
+//! userspace tools.
 
 use kernel::prelude::*;
 
