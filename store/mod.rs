@@ -139,8 +139,9 @@ fn block_sizes(store: &Store) -> Result<BlockSizes> {
 }
 
 impl StoreData {
-    /// Reads (`write == false`) or writes chunk 0 from or to the header
-    /// buffer, on the metadata workqueue. C: `chunk_io(..., 0, .., 1)`.
+    /// Reads chunk 0 into `buf` (`write` is `None`), or writes it from
+    /// `buf` with the given flags, on the metadata workqueue.
+    /// C: `chunk_io(ps, ps->header_area, 0, .., 1)`.
     fn header_io(&self, store: &Store, buf: &mut VVec<u8>, write: Option<OpFlags>) -> Result {
         let sectors = u32::try_from(buf.len() >> 9).map_err(|_| EINVAL)?;
         let region = cow_region(store, 0, sectors)?;
