@@ -109,13 +109,11 @@ fn errno(e: format::Error) -> Error {
 
 /// Copies `src` into `dst`, which must be as long.
 fn copy_exact(dst: &mut [u8], src: &[u8]) -> Result {
-    match dst.get_mut(..) {
-        Some(dst) if dst.len() == src.len() => {
-            dst.copy_from_slice(src);
-            Ok(())
-        }
-        _ => Err(EINVAL),
+    if dst.len() != src.len() {
+        return Err(EINVAL);
     }
+    dst.copy_from_slice(src);
+    Ok(())
 }
 
 /// A chunk-sized buffer of zeros in vmalloc memory (dm-io's `DM_IO_VMA`).
@@ -214,23 +212,20 @@ impl PersistentStore {
             while let Some(chunk) = scan.next_prefetch() {
                 client.prefetch(chunk, 1);
             }
-            let fill = {
-                let block = client.read(next.chunk)?;
-                let fill = scan
-                    .scan_area(&block, |e| {
-                        sink.add(e.old_chunk, e.new_chunk)
-                            .map_err(|err| err.to_errno().saturating_neg())
-                    })
-                    .map_err(report)?;
-                if let AreaFill::Partial { .. } = fill {
-                    copy_exact(area, &block)?;
-                }
-                fill
-            };
-            client.forget(next.chunk);
+            let block = client.read(next.chunk)?;
+            let fill = scan
+                .scan_area(&block, |e| {
+                    sink.add(e.old_chunk, e.new_chunk)
+                        .map_err(|err| err.to_errno().saturating_neg())
+                })
+                .map_err(report)?;
+            // The last, partial area (the scan stops after it) becomes the
+            // in-memory area.
             if let AreaFill::Partial { .. } = fill {
-                break;
+                copy_exact(area, &block)?;
             }
+            drop(block);
+            client.forget(next.chunk);
         }
         let result = scan.finish().map_err(report)?;
         if let Some(warning) = result.warning {
