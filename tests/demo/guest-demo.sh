@@ -3,19 +3,13 @@
 # served by our store (or, with "c", by dm-snapshot's C store), written to,
 # reloaded and merged back into its origin, each step shown as it happens.
 #   guest-demo.sh ours|c
-set -euo pipefail
 store=${1:-ours}
-TOP=$(cd "$(dirname "$0")/../.." && pwd)
 export DM_DISABLE_UDEV=1
-# udev probes new devices in the guest: removes retry.
-dmsetup() {
-	if [ "$1" = remove ]; then
-		shift
-		command dmsetup remove --retry "$@"
-	else
-		command dmsetup "$@"
-	fi
-}
+# The guest tests' helpers: among them a dmsetup whose removes retry (udev
+# probes new devices in the guest) and wait_merged.
+DMSNAP_HARNESS=$(cd "$(dirname "$0")/../harness" && pwd)
+DMSNAP_TEST_NAME=demo
+. "$DMSNAP_HARNESS/lib.sh"
 
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 run() { say "$*"; "$@"; }
@@ -64,13 +58,8 @@ run dmsetup suspend base
 run dmsetup remove snap
 run dmsetup reload base --table "0 $size snapshot-merge $origin $cow P 8"
 run dmsetup resume base
-for _ in $(seq 60); do
-	st=$(dmsetup status base)
-	set -- $st
-	# "<start> <len> snapshot-merge <allocated>/<total> <metadata>": done when allocated == metadata
-	[ "${4%%/*}" = "${5:-}" ] && break
-	sleep 1
-done
+# The merge is done when allocated == metadata in "a/b m".
+wait_merged base > /dev/null
 run dmsetup status base
 cmp <(dd if=/dev/mapper/base bs=1M count=1 iflag=direct status=none) /tmp/before
 cmp <(dd if=/dev/mapper/base bs=64k skip=32 count=1 iflag=direct status=none) /tmp/snapwrite

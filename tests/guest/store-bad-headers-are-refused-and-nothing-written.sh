@@ -63,8 +63,8 @@ same_on_both_stores observe
 o=$TMP/ours.out
 for c in "${cases[@]}"; do
 	read -r name _ <<< "$c"
-	grep -qx "$name: refused" "$o" || fail "$name: the table load was not refused"
-	grep -qx "$name: COW unchanged" "$o" || fail "$name: the COW device was written"
+	expect_line "$o" "$name: refused" "$name: the table load was not refused"
+	expect_line "$o" "$name: COW unchanged" "$name: the COW device was written"
 done
 expect_line() {
 	grep -qF -- "$1 log: $2" "$o" || fail "$1: the kernel log has no '$2'"

@@ -63,6 +63,6 @@ observe() {
 
 same_on_both_stores observe
 o=$TMP/ours.out
-grep -qx 'origin write while the COW fails writes: ok' "$o" || fail "the origin write failed"
-grep -qx 'status after the failed copy: Invalid' "$o" || fail "the snapshot was not invalidated"
-grep -q 'Invalidating snapshot: Error reading/writing.' "$o" || fail "no invalidation message"
+expect_line "$o" 'origin write while the COW fails writes: ok' "the origin write failed"
+expect_line "$o" 'status after the failed copy: Invalid' "the snapshot was not invalidated"
+expect_text "$o" 'Invalidating snapshot: Error reading/writing.' "no invalidation message"

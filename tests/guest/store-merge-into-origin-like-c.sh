@@ -45,16 +45,7 @@ observe() {
 	dmsetup resume base
 	echo "merge table: $(dmsetup table base | cut -d' ' -f3,6-)"
 
-	local st a m i
-	for ((i = 0; i < 300; i++)); do
-		st=$(dmsetup status base)
-		a=$(echo "$st" | cut -d' ' -f4 | cut -d/ -f1)
-		m=$(echo "$st" | cut -d' ' -f5)
-		[ "$a" = "$m" ] && break
-		sleep 0.2
-	done
-	[ "$a" = "$m" ] || fail "merge not done after 60 s: $st"
-	echo "merged: $(echo "$st" | cut -d' ' -f4-)"
+	echo "merged: $(wait_merged base)"
 	expect_eq "origin after merge holds the snapshot's view" "$want" "$(cow_sum /dev/mapper/base)"
 	dmsetup remove base
 	echo "origin: $(cow_sum /dev/ram0)"

@@ -44,9 +44,9 @@ observe() {
 
 same_on_both_stores observe
 o=$TMP/ours.out
-grep -qx 'reloaded with P 8, table: 0 256 snapshot 1:0 1:1 P 16' "$o" || fail "the table does not show P 16"
+expect_line "$o" 'reloaded with P 8, table: 0 256 snapshot 1:0 1:1 P 16' "the table does not show P 16"
 grep -qx 'log: device-mapper: persistent snapshot: chunk size 16 in device metadata overrides table chunk size of 8.' "$o" ||
 	fail "no override warning"
-grep -qx 'header (magic valid version chunk): 1883336275 1 1 16' "$o" || fail "the header's chunk size changed"
-grep -qx 'status: 64/256 32' "$o" || fail "usage after the reload is not that of 8 KiB chunks"
-grep -qx 'after an 8 KiB write at 64 KiB: 80/256 32' "$o" || fail "a new exception after the reload is not one 8 KiB chunk"
+expect_line "$o" 'header (magic valid version chunk): 1883336275 1 1 16' "the header's chunk size changed"
+expect_line "$o" 'status: 64/256 32' "usage after the reload is not that of 8 KiB chunks"
+expect_line "$o" 'after an 8 KiB write at 64 KiB: 80/256 32' "a new exception after the reload is not one 8 KiB chunk"

@@ -82,19 +82,19 @@ observe_po() {
 
 same_on_both_stores observe_p
 o=$TMP/ours.out
-grep -qx 'P full: 8/8 2' "$o" || fail "P: a COW of 8 sectors should report 8/8 2 once full"
-grep -qx 'P write 7th chunk to origin: ok' "$o" || fail "P: the overflowing origin write must succeed"
-grep -qx 'P after overflow: Invalid' "$o" || fail "P: overflow must invalidate the snapshot"
-grep -q 'Invalidating snapshot: Unable to allocate exception.' "$o" || fail "P: no invalidation message"
-grep -qx 'P header (magic valid version chunk): 1883336275 0 1 1' "$o" || fail "P: header not marked invalid on disk"
-grep -qx 'P after re-create: Invalid' "$o" || fail "P: snapshot valid again after re-create"
-grep -q 'Snapshot is marked invalid.' "$o" || fail "P: no 'Snapshot is marked invalid.' on re-create"
+expect_line "$o" 'P full: 8/8 2' "P: a COW of 8 sectors should report 8/8 2 once full"
+expect_line "$o" 'P write 7th chunk to origin: ok' "P: the overflowing origin write must succeed"
+expect_line "$o" 'P after overflow: Invalid' "P: overflow must invalidate the snapshot"
+expect_text "$o" 'Invalidating snapshot: Unable to allocate exception.' "P: no invalidation message"
+expect_line "$o" 'P header (magic valid version chunk): 1883336275 0 1 1' "P: header not marked invalid on disk"
+expect_line "$o" 'P after re-create: Invalid' "P: snapshot valid again after re-create"
+expect_text "$o" 'Snapshot is marked invalid.' "P: no 'Snapshot is marked invalid.' on re-create"
 
 same_on_both_stores observe_po
 o=$TMP/ours.out
-grep -qx 'PO table: PO 1' "$o" || fail "PO: table does not show PO 1"
-grep -qx 'PO write 7th chunk to snapshot: failed' "$o" || fail "PO: the overflowing snapshot write must fail"
-grep -qx 'PO after overflow: Overflow' "$o" || fail "PO: status must be Overflow"
-grep -q 'Snapshot overflowed: Unable to allocate exception.' "$o" || fail "PO: no overflow message"
-grep -qx 'PO header (magic valid version chunk): 1883336275 1 1 1' "$o" || fail "PO: header must stay valid"
-grep -qx 'PO after re-create: 8/8 2' "$o" || fail "PO: snapshot not valid and full after re-create"
+expect_line "$o" 'PO table: PO 1' "PO: table does not show PO 1"
+expect_line "$o" 'PO write 7th chunk to snapshot: failed' "PO: the overflowing snapshot write must fail"
+expect_line "$o" 'PO after overflow: Overflow' "PO: status must be Overflow"
+expect_text "$o" 'Snapshot overflowed: Unable to allocate exception.' "PO: no overflow message"
+expect_line "$o" 'PO header (magic valid version chunk): 1883336275 1 1 1' "PO: header must stay valid"
+expect_line "$o" 'PO after re-create: 8/8 2' "PO: snapshot not valid and full after re-create"

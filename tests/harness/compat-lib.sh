@@ -22,22 +22,6 @@ snap_tools() {
 	skip "no snap_check/snap_dump/snap_restore in $TOP/target/{debug,release}: run 'cargo build -p dm-snap-tools' on the host"
 }
 
-# wait_merged NAME [TRIES]: poll the status of the snapshot-merge device NAME
-# (every 0.2 s, at most TRIES times, default 300) until allocated == metadata;
-# prints its usage figures ("a/b m"); fails if the merge does not end.
-wait_merged() {
-	local st a m i tries=${2:-300}
-	for ((i = 0; i < tries; i++)); do
-		st=$(dmsetup status "$1")
-		a=$(echo "$st" | cut -d' ' -f4 | cut -d/ -f1)
-		m=$(echo "$st" | cut -d' ' -f5)
-		[ "$a" = "$m" ] && break
-		sleep 0.2
-	done
-	[ "$a" = "$m" ] || fail "merge of $1 not done after $tries polls: $st"
-	echo "$st" | cut -d' ' -f4-
-}
-
 # merge_into_origin NAME ORIGIN COW CHUNK: turn the snapshot-origin device
 # NAME (over ORIGIN) into a snapshot-merge of COW and wait for the merge to
 # end; the snapshot devices of COW must be removed already (the origin is

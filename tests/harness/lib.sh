@@ -203,6 +203,22 @@ same_on_both_stores() {
 	diff -u "$TMP/c.out" "$TMP/ours.out" || fail "our store differs from the C store"
 }
 
+# wait_merged NAME [TRIES]: poll the status of the snapshot-merge device NAME
+# (every 0.2 s, at most TRIES times, default 300) until allocated == metadata;
+# prints its usage figures ("a/b m"); fails if the merge does not end.
+wait_merged() {
+	local st a m i tries=${2:-300}
+	for ((i = 0; i < tries; i++)); do
+		st=$(dmsetup status "$1")
+		a=$(echo "$st" | cut -d' ' -f4 | cut -d/ -f1)
+		m=$(echo "$st" | cut -d' ' -f5)
+		[ "$a" = "$m" ] && break
+		sleep 0.2
+	done
+	[ "$a" = "$m" ] || fail "merge of $1 not done after $tries polls: $st"
+	echo "$st" | cut -d' ' -f4-
+}
+
 # snapshot_status NAME: the usage figures of a snapshot ("a/b m", "Invalid", ...).
 snapshot_status() {
 	dmsetup status "$1" | cut -d' ' -f4-
@@ -241,4 +257,14 @@ SNAP_MAGIC=$((0x70416e53))
 # cow_sum DEV: a checksum of the whole device.
 cow_sum() {
 	md5sum < "$1" | cut -d' ' -f1
+}
+
+# expect_line FILE LINE MESSAGE: FILE has a line that is exactly LINE.
+expect_line() {
+	grep -qxF -- "$2" "$1" || fail "$3"
+}
+
+# expect_text FILE TEXT MESSAGE: FILE has a line containing TEXT.
+expect_text() {
+	grep -qF -- "$2" "$1" || fail "$3"
 }
