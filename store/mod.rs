@@ -37,13 +37,14 @@ use crate::{
     },
     owned_workqueue::{self, OwnedQueue},
     snap_format::{
-        self as format, AreaFill, BlockSizes, CommitStep, DiskHeader, HeaderDecision, Layout,
-        LogLevel, LogicalBlockSize, PrepareMerge, Pstore, Scan, TableChunkSize,
+        self as format, AreaFill, AreaWrite, BlockSizes, ChunkBits, CommitStep, DiskHeader,
+        HeaderDecision, Layout, LogLevel, LogicalBlockSize, PrepareMerge, Pstore, Scan,
+        TableChunkSize,
     },
 };
 use core::fmt::Write;
 use kernel::{
-    alloc::{kvec::PushError, KVec, VVec},
+    alloc::{kvec::PushError, KVVec, VVec},
     error::code::{EINVAL, EIO, ENOMEM},
     new_mutex, new_spinlock,
     prelude::*,
@@ -83,12 +84,15 @@ struct CommitIo {
     /// C: `ps->zero_area`, one chunk of zeros.
     zero_area: VVec<u8>,
     /// C: `ps->callbacks`, the completions waiting for the next area write;
-    /// capacity `exceptions_per_area`.
-    callbacks: KVec<CommitCompletion>,
+    /// capacity `exceptions_per_area`. kvmalloc memory, as C's `kvcalloc`:
+    /// an area of a 512 KiB chunk holds 32,768 of them, more than a
+    /// kmalloc of a fragmented machine (or any kmalloc, past 4 MiB chunks)
+    /// can give.
+    callbacks: KVVec<CommitCompletion>,
     /// An empty vector of the same capacity, swapped with `callbacks` when
     /// a flush completes them, so that they are called with no lock held
     /// and without allocating.
-    spare: KVec<CommitCompletion>,
+    spare: KVVec<CommitCompletion>,
 }
 
 /// Logs a format-core error the way the C store logs the condition, and
@@ -163,6 +167,28 @@ impl StoreData {
         self.header_io(store, &mut buf, Some(flags))
     }
 
+    /// Writes the part `w` of the area buffer `area` with
+    /// `REQ_PREFLUSH | REQ_FUA | REQ_SYNC`. C: `area_io(ps, REQ_OP_WRITE | ..)`,
+    /// limited to the blocks that changed.
+    fn write_area(&self, store: &Store, area: &VVec<u8>, w: &AreaWrite) -> Result {
+        let offset = usize::try_from(w.offset).map_err(|_| EINVAL)?;
+        let region = cow_region(store, w.sector, w.sectors)?;
+        self.io.write(
+            &region,
+            area,
+            offset,
+            OpFlags::PREFLUSH | OpFlags::FUA | OpFlags::SYNC,
+        )
+    }
+
+    /// Runs `f` on the format core's state under the state spinlock; fails
+    /// with `EIO` if the metadata was never read.
+    fn with_pstore<T>(&self, f: impl FnOnce(&mut Pstore) -> Result<T>) -> Result<T> {
+        let mut state = self.state.lock();
+        let ps = Option::as_mut(&mut *state).ok_or(EIO)?;
+        f(ps)
+    }
+
     /// Whether the store is valid right now (C: `ps->valid`).
     fn is_valid(&self) -> bool {
         Option::as_ref(&*self.state.lock()).is_some_and(Pstore::is_valid)
@@ -171,7 +197,7 @@ impl StoreData {
     /// Calls the completions in `batch`, oldest first, each with the store's
     /// validity at that moment (a completion may invalidate the store), then
     /// gives the emptied vector back as the spare. Called with no lock held.
-    fn complete(&self, mut batch: KVec<CommitCompletion>) {
+    fn complete(&self, mut batch: KVVec<CommitCompletion>) {
         for done in batch.drain_all() {
             done.complete(self.is_valid());
         }
@@ -184,54 +210,184 @@ impl StoreData {
 
 impl CommitIo {
     /// Takes the queued completions out, leaving the spare in their place.
-    fn take_callbacks(&mut self) -> KVec<CommitCompletion> {
+    fn take_callbacks(&mut self) -> KVVec<CommitCompletion> {
         let spare = core::mem::take(&mut self.spare);
         core::mem::replace(&mut self.callbacks, spare)
     }
 }
 
+/// Reads metadata areas at activation: through dm-bufio, which prefetches
+/// the following areas, or with dm-io for chunks dm-bufio does not take
+/// (over [`bufio::MAX_BLOCK_SIZE`]; such an area holds a quarter of a
+/// million exceptions or more, so there is rarely a second one to
+/// prefetch).
+enum AreaReader<'a> {
+    Bufio(bufio::Client<'a>),
+    Direct { io: &'a io::Client, buf: VVec<u8> },
+}
+
+impl<'a> AreaReader<'a> {
+    fn new(store: &'a Store, data: &'a StoreData, layout: Layout) -> Result<Self> {
+        let chunk_bytes = usize::try_from(layout.chunk_bytes()).map_err(|_| EINVAL)?;
+        if chunk_bytes > bufio::MAX_BLOCK_SIZE {
+            return Ok(Self::Direct {
+                io: &data.io,
+                buf: chunk_buffer(layout)?,
+            });
+        }
+        let client = bufio::Client::new(store.cow(), chunk_bytes)?;
+        let prefetch = u32::try_from(format::DM_PREFETCH_CHUNKS).unwrap_or(u32::MAX);
+        client.set_minimum_buffers(prefetch.saturating_add(1));
+        Ok(Self::Bufio(client))
+    }
+
+    fn prefetch(&self, chunk: u64) {
+        if let Self::Bufio(client) = self {
+            client.prefetch(chunk, 1);
+        }
+    }
+
+    /// Runs `f` on the bytes of chunk `chunk`; dm-bufio then forgets them.
+    fn with_chunk<T>(
+        &mut self,
+        store: &Store,
+        layout: Layout,
+        chunk: u64,
+        f: impl FnOnce(&[u8]) -> Result<T>,
+    ) -> Result<T> {
+        match self {
+            Self::Bufio(client) => {
+                let block = client.read(chunk)?;
+                let out = f(&block);
+                drop(block);
+                client.forget(chunk);
+                out
+            }
+            Self::Direct { io, buf } => {
+                let sector = layout.chunk_to_sector(chunk).ok_or(EINVAL)?;
+                let region = cow_region(store, sector, layout.chunk_sectors())?;
+                io.read(&region, buf, 0)?;
+                f(buf)
+            }
+        }
+    }
+}
+
 impl PersistentStore {
     /// Scans the metadata areas of a valid store, forwarding every exception
-    /// to `sink`; leaves the last, partial area in `area`. dm-bufio reads
-    /// the areas, prefetching the following ones; each is forgotten once
-    /// scanned. C: `read_exceptions()`.
+    /// to `sink`; leaves the last, partial area in `area`. Two exceptions
+    /// sharing a COW chunk refuse the store. C: `read_exceptions()`.
     fn read_exceptions(
+        data: &StoreData,
         store: &Store,
         layout: Layout,
         area: &mut VVec<u8>,
         sink: &mut ExceptionSink<'_>,
     ) -> Result<format::ScanResult> {
-        let chunk_bytes = usize::try_from(layout.chunk_bytes()).map_err(|_| EINVAL)?;
         let cow_sectors = store.cow().nr_sectors();
-        let mut client = bufio::Client::new(store.cow(), chunk_bytes)?;
-        let prefetch = u32::try_from(format::DM_PREFETCH_CHUNKS).unwrap_or(u32::MAX);
-        client.set_minimum_buffers(prefetch.saturating_add(1));
-
+        let mut reader = AreaReader::new(store, data, layout)?;
         let mut scan = Scan::new(layout, cow_sectors);
+        let mut used = NewChunks::new(layout.device_chunks(cow_sectors));
         while let Some(next) = scan.next_area().map_err(report)? {
             while let Some(chunk) = scan.next_prefetch() {
-                client.prefetch(chunk, 1);
+                reader.prefetch(chunk);
             }
-            let block = client.read(next.chunk)?;
-            let fill = scan
-                .scan_area(&block, |e| {
+            let mut duplicate = None;
+            let fill = reader.with_chunk(store, layout, next.chunk, |block| {
+                let mut index = 0u32;
+                let fill = scan.scan_area(block, |e| {
+                    let this = index;
+                    index = index.wrapping_add(1);
+                    match used.insert(e.new_chunk) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            duplicate = Some((e.new_chunk, this));
+                            return Err(EINVAL.to_errno().saturating_neg());
+                        }
+                        Err(err) => return Err(err.to_errno().saturating_neg()),
+                    }
                     sink.add(e.old_chunk, e.new_chunk)
                         .map_err(|err| err.to_errno().saturating_neg())
-                })
-                .map_err(report)?;
-            // The last, partial area (the scan stops after it) becomes the
-            // in-memory area.
-            if let AreaFill::Partial { .. } = fill {
-                copy_exact(area, &block)?;
+                });
+                // The last, partial area (the scan stops after it) becomes
+                // the in-memory area.
+                if let Ok(AreaFill::Partial { .. }) = fill {
+                    copy_exact(area, block)?;
+                }
+                Ok(fill)
+            })?;
+            if let Some((chunk, index)) = duplicate {
+                let (first_area, first_index) = Self::first_use(&mut reader, store, layout, chunk)?;
+                return Err(report(format::Error::DuplicateNewChunk {
+                    chunk,
+                    first_area,
+                    first_index,
+                    area: next.area,
+                    index,
+                }));
             }
-            drop(block);
-            client.forget(next.chunk);
+            fill.map_err(report)?;
         }
         let result = scan.finish().map_err(report)?;
         if let Some(warning) = result.warning {
             crate::dm_warn!(PREFIX, "{}", warning);
         }
         Ok(result)
+    }
+
+    /// The first record, in scan order, whose `new_chunk` is `chunk`: the
+    /// area and index, for naming both records of a duplicate. Reads the
+    /// areas again from the start; only called on that error.
+    fn first_use(
+        reader: &mut AreaReader<'_>,
+        store: &Store,
+        layout: Layout,
+        chunk: u64,
+    ) -> Result<(u64, u32)> {
+        let mut area = 0u64;
+        loop {
+            let location = layout.area_location(area).ok_or(EINVAL)?;
+            let found = reader.with_chunk(store, layout, location, |block| {
+                Ok(format::find_new_chunk(block, chunk))
+            })?;
+            if let Some(index) = found {
+                return Ok((area, index));
+            }
+            area = area.checked_add(1).ok_or(EINVAL)?;
+        }
+    }
+}
+
+/// The COW chunks used by the exceptions scanned so far: one bit per chunk
+/// up to the highest `new_chunk` seen, in kvmalloc memory that grows as
+/// needed (never past the device's chunks, as the scan refuses records
+/// beyond the device before they reach it).
+struct NewChunks {
+    words: KVVec<u64>,
+    device_chunks: u64,
+}
+
+impl NewChunks {
+    fn new(device_chunks: u64) -> Self {
+        Self {
+            words: KVVec::new(),
+            device_chunks,
+        }
+    }
+
+    /// Adds `chunk`; `Ok(false)` if an earlier exception used it.
+    fn insert(&mut self, chunk: u64) -> Result<bool> {
+        let need = ChunkBits::words_for(chunk).ok_or(EINVAL)?;
+        if need > self.words.len() {
+            // Double, to keep growth amortized, but not past the device.
+            let cap = ChunkBits::words_for(self.device_chunks).ok_or(EINVAL)?;
+            let len = need
+                .max(self.words.len().saturating_mul(2))
+                .min(cap)
+                .max(need);
+            self.words.resize(len, 0, GFP_KERNEL)?;
+        }
+        ChunkBits::new(&mut self.words).insert(chunk).ok_or(EINVAL)
     }
 }
 
@@ -265,8 +421,8 @@ impl ExceptionStore for PersistentStore {
                     CommitIo {
                         area: VVec::new(),
                         zero_area: VVec::new(),
-                        callbacks: KVec::new(),
-                        spare: KVec::new(),
+                        callbacks: KVVec::new(),
+                        spare: KVVec::new(),
                     },
                     "dm_snap_persistent:commit"
                 ),
@@ -316,21 +472,25 @@ impl ExceptionStore for PersistentStore {
         let mut area = chunk_buffer(layout)?;
         let zero_area = chunk_buffer(layout)?;
         let epa = usize::try_from(layout.exceptions_per_area()).map_err(|_| EINVAL)?;
-        let callbacks = KVec::with_capacity(epa, GFP_KERNEL)?;
-        let spare = KVec::with_capacity(epa, GFP_KERNEL)?;
+        let callbacks = KVVec::with_capacity(epa, GFP_KERNEL)?;
+        let spare = KVVec::with_capacity(epa, GFP_KERNEL)?;
         *data.header.lock() = header_buf;
 
         let (pstore, metadata) = match decision {
             HeaderDecision::New(_) => {
-                let header = DiskHeader::new(true, layout.chunk_size());
-                if let Err(e) = data.write_header(store, header, OpFlags::NONE) {
-                    crate::dm_warn!(PREFIX, "{}", format::messages::WRITE_HEADER_FAILED);
-                    return Err(e);
-                }
+                // Area 0 first, then the header with REQ_PREFLUSH | REQ_FUA:
+                // a header must never reach the disk before the zeros, or a
+                // crash between the two leaves a valid header over stale
+                // records. (C writes the header first, without flags.)
                 let area0 = layout.area_io(0).ok_or(EINVAL)?;
                 let region = cow_region(store, area0.sector, area0.sectors)?;
                 if let Err(e) = data.io.write(&region, &zero_area, 0, OpFlags::NONE) {
                     crate::dm_warn!(PREFIX, "{}", format::messages::ZERO_DISK_AREA_0_FAILED);
+                    return Err(e);
+                }
+                let header = DiskHeader::new(true, layout.chunk_size());
+                if let Err(e) = data.write_header(store, header, OpFlags::PREFLUSH | OpFlags::FUA) {
+                    crate::dm_warn!(PREFIX, "{}", format::messages::WRITE_HEADER_FAILED);
                     return Err(e);
                 }
                 let ps = Pstore::new_snapshot(layout, write_block, &mut area).map_err(report)?;
@@ -341,9 +501,22 @@ impl ExceptionStore for PersistentStore {
                 (ps, Metadata::Invalid)
             }
             HeaderDecision::Valid(_) => {
-                let scan = Self::read_exceptions(store, layout, &mut area, sink)?;
-                let ps =
+                let scan = Self::read_exceptions(&data, store, layout, &mut area, sink)?;
+                let mut ps =
                     Pstore::from_scan(layout, write_block, &scan, &mut area).map_err(report)?;
+                // Make the garbage the scan cleared after the end marker
+                // durable now, before its chunks can be allocated again.
+                if let Some(w) = ps.cleanup_write().map_err(report)? {
+                    if let Err(e) = data.write_area(store, &area, &w) {
+                        crate::dm_err!(
+                            PREFIX,
+                            "clearing the records after the end marker of area {} failed",
+                            w.area
+                        );
+                        return Err(e);
+                    }
+                    ps.cleanup_done();
+                }
                 (ps, Metadata::Valid)
             }
         };
@@ -405,31 +578,36 @@ impl ExceptionStore for PersistentStore {
                         .and_then(|r| data.io.write(&r, zero_area, 0, OpFlags::NONE))
                         .is_ok();
                     step = match Option::as_mut(&mut *data.state.lock()) {
-                        Some(ps) => ps.commit_io_done(area, ok),
+                        Some(ps) => ps.commit_io_done(ok),
                         None => Err(format::Error::NoFlushInProgress),
                     };
                 }
                 Ok(CommitStep::WriteArea(w)) => {
-                    // C: `area_io(ps, REQ_OP_WRITE | REQ_PREFLUSH | REQ_FUA | REQ_SYNC)`,
-                    // limited to the blocks that changed.
-                    let offset = usize::try_from(w.offset).map_err(|_| EINVAL);
-                    let ok = offset
-                        .and_then(|offset| {
-                            let r = cow_region(store, w.sector, w.sectors)?;
-                            data.io.write(
-                                &r,
-                                area,
-                                offset,
-                                OpFlags::PREFLUSH | OpFlags::FUA | OpFlags::SYNC,
-                            )
-                        })
-                        .is_ok();
+                    let ok = data.write_area(store, area, &w).is_ok();
                     step = match Option::as_mut(&mut *data.state.lock()) {
-                        Some(ps) => ps.commit_io_done(area, ok),
+                        Some(ps) => ps.commit_io_done(ok),
                         None => Err(format::Error::NoFlushInProgress),
                     };
                 }
-                Ok(CommitStep::Complete { .. }) => break,
+                Ok(CommitStep::Complete { clear_area, .. }) => {
+                    // The store moved to the next area: its buffer starts
+                    // empty. Done here, under the commit mutex that owns the
+                    // buffer, not under the state spinlock.
+                    if clear_area {
+                        area.fill(0);
+                    }
+                    break;
+                }
+                Ok(CommitStep::Refused { error, callbacks }) => {
+                    // The exception fails and the store is invalid; the
+                    // callbacks wait for the flush of the exceptions still
+                    // pending, if any.
+                    report(error);
+                    if callbacks == 0 {
+                        return;
+                    }
+                    break;
+                }
                 Err(e) => {
                     // A broken invariant of the commit path: fail the store
                     // and every exception waiting on it, rather than leave
@@ -447,43 +625,37 @@ impl ExceptionStore for PersistentStore {
         data.complete(batch);
     }
 
-    /// C: `persistent_prepare_merge()`.
+    /// C: `persistent_prepare_merge()`. Reading, checking and searching the
+    /// area happen under the commit mutex only; the state spinlock is taken
+    /// for O(1) steps.
     fn prepare_merge(data: Pin<&StoreData>, store: &Store) -> Result<Option<MergeRun>> {
         let mut commit = data.commit.lock();
-        let step = {
-            let mut state = data.state.lock();
-            let ps = Option::as_mut(&mut *state).ok_or(EIO)?;
-            ps.prepare_merge(&commit.area).map_err(report)?
-        };
-        let run = match step {
+        let step = data.with_pstore(|ps| ps.prepare_merge().map_err(report))?;
+        let query = match step {
             PrepareMerge::Done => return Ok(None),
-            PrepareMerge::Run(run) => run,
+            PrepareMerge::FindRun(query) => query,
             PrepareMerge::ReadArea(prev) => {
                 // C: `area_io(ps, REQ_OP_READ)` of the previous area.
                 let region = cow_region(store, prev.sector, prev.sectors)?;
-                if let Err(e) = data.io.read(&region, &mut commit.area, 0) {
-                    commit.area.fill(0);
-                    return Err(e);
-                }
-                let cow_sectors = store.cow().nr_sectors();
-                let read = {
-                    let mut state = data.state.lock();
-                    match Option::as_mut(&mut *state) {
-                        Some(ps) => ps
-                            .merge_area_read(&commit.area, cow_sectors)
-                            .map_err(report),
-                        None => Err(EIO),
-                    }
-                };
-                match read {
-                    Ok(run) => run,
+                let checked = data.io.read(&region, &mut commit.area, 0).and_then(|()| {
+                    let layout = data.with_pstore(|ps| Ok(ps.layout()))?;
+                    layout
+                        .check_full_area(prev.area, &commit.area, store.cow().nr_sectors())
+                        .map_err(report)
+                });
+                let checked = match checked {
+                    Ok(checked) => checked,
                     Err(e) => {
+                        // The store stays on its current, empty area.
                         commit.area.fill(0);
                         return Err(e);
                     }
-                }
+                };
+                data.with_pstore(|ps| ps.merge_area_read(checked).map_err(report))?
             }
         };
+        let run = query.find(&commit.area).map_err(report)?;
+        data.with_pstore(|ps| ps.merge_run_found(&run).map_err(report))?;
         Ok(Some(MergeRun {
             last_old_chunk: run.last_old_chunk,
             last_new_chunk: run.last_new_chunk,
@@ -494,19 +666,15 @@ impl ExceptionStore for PersistentStore {
     /// C: `persistent_commit_merge()`.
     fn commit_merge(data: Pin<&StoreData>, store: &Store, count: u32) -> Result {
         let mut commit = data.commit.lock();
-        let w = {
-            let mut state = data.state.lock();
-            let ps = Option::as_mut(&mut *state).ok_or(EIO)?;
-            ps.commit_merge(&mut commit.area, count).map_err(report)?
+        let merge = data.with_pstore(|ps| ps.commit_merge(count).map_err(report))?;
+        let written = match commit.area.get_mut(merge.clear.clone()) {
+            Some(records) => {
+                records.fill(0);
+                data.write_area(store, &commit.area, &merge.write)
+            }
+            None => Err(EINVAL),
         };
-        let offset = usize::try_from(w.offset).map_err(|_| EINVAL)?;
-        let written = cow_region(store, w.sector, w.sectors).and_then(|r| {
-            data.io
-                .write(&r, &commit.area, offset, OpFlags::PREFLUSH | OpFlags::FUA)
-        });
-        let mut state = data.state.lock();
-        let ps = Option::as_mut(&mut *state).ok_or(EIO)?;
-        ps.commit_merge_done(written.is_ok()).map_err(report)?;
+        data.with_pstore(|ps| ps.commit_merge_done(written.is_ok()).map_err(report))?;
         written
     }
 

@@ -441,6 +441,21 @@ pub enum Error {
     ///
     /// No C check (`atomic_t`), `-ENOSPC`.
     TooManyPending,
+    /// Two exceptions use the same COW chunk.
+    ///
+    /// No C check (C accepts it), `-EINVAL`.
+    DuplicateNewChunk {
+        /// The shared chunk.
+        chunk: u64,
+        /// Area of the first record using it.
+        first_area: u64,
+        /// Index of the first record in its area.
+        first_index: u32,
+        /// Area of the second record.
+        area: u64,
+        /// Index of the second record in its area.
+        index: u32,
+    },
     /// `commit_exception` was called with no prepared exception pending.
     ///
     /// No C check (C's counter would go negative), `-EINVAL`.
@@ -511,6 +526,7 @@ impl Error {
             | Self::NewChunkIsHeader { .. }
             | Self::OldChunkTooLarge { .. }
             | Self::UnexpectedEndMarker { .. }
+            | Self::DuplicateNewChunk { .. }
             | Self::CommitWithoutPrepare
             | Self::FlushInProgress
             | Self::NoFlushInProgress
@@ -603,6 +619,16 @@ impl fmt::Display for Error {
             Self::UnexpectedEndMarker { area, index } => write!(
                 f,
                 "exception {index} of area {area}: end marker inside an area that must be full"
+            ),
+            Self::DuplicateNewChunk {
+                chunk,
+                first_area,
+                first_index,
+                area,
+                index,
+            } => write!(
+                f,
+                "exception {index} of area {area}: new_chunk {chunk} is already used by exception {first_index} of area {first_area}"
             ),
             Self::Callback { errno } => {
                 write!(f, "exception callback failed with error {errno}")
@@ -1200,6 +1226,39 @@ impl Layout {
         }
     }
 
+    /// Checks that every record of `area`, the bytes of full area
+    /// `area_index` read back for merging, is a valid exception on a COW
+    /// device of `cow_sectors` sectors (it was full when written, so no
+    /// record may be an end marker). O(chunk): call it outside the lock
+    /// that guards the [`Pstore`].
+    ///
+    /// No C check (C merges whatever it reads).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BufferSize`], [`Error::UnexpectedEndMarker`] or a
+    /// validation error of [`Layout::check_exception`].
+    pub fn check_full_area(
+        self,
+        area_index: u64,
+        area: &[u8],
+        cow_sectors: u64,
+    ) -> Result<CheckedArea, Error> {
+        self.check_area_len(area.len())?;
+        let cow_chunks = self.device_chunks(cow_sectors);
+        for index in 0..self.exceptions_per_area() {
+            let e = read_exception(area, index).ok_or(Error::Overflow)?;
+            if e.is_end_marker() {
+                return Err(Error::UnexpectedEndMarker {
+                    area: area_index,
+                    index,
+                });
+            }
+            self.check_exception(area_index, index, e, Some(cow_chunks))?;
+        }
+        Ok(CheckedArea { area: area_index })
+    }
+
     /// Checks one exception found (or about to be stored) at `index` of
     /// `area` against the validation rules.
     ///
@@ -1549,8 +1608,9 @@ enum ScanPhase {
 /// | `new_chunk` at/after the end of the COW device (whole chunks), which also covers values of 2^56 and above that would corrupt dm's consecutive-chunk count | no | [`Error::NewChunkBeyondDevice`] |
 /// | `old_chunk` past the largest possible block device (2^63-1 bytes) or past 56 bits | no | [`Error::OldChunkTooLarge`] |
 /// | an area to read lies beyond the device end (previous area full) | no (its read fails) | [`Error::AreaBeyondDevice`] before any read |
-/// | nonzero bytes in/after the end-marker record | no (ignored) | ignored as in C, reported as [`Warning::GarbageAfterEndMarker`], and cleared by [`Pstore::from_scan`] so a later commit cannot revive them |
-/// | duplicate `old_chunk` or `new_chunk` | no | not checked: needs memory proportional to the store; dm-snapshot's hash table is the place for it |
+/// | nonzero bytes in/after the end-marker record | no (ignored) | ignored as in C, reported as [`Warning::GarbageAfterEndMarker`], cleared by [`Pstore::from_scan`] and written back at activation ([`Pstore::cleanup_write`]) so that no later crash can revive them |
+/// | duplicate `new_chunk` | no | [`Error::DuplicateNewChunk`], found by the caller with [`ChunkBits`] (one bit per chunk up to the highest `new_chunk`) and named with [`find_new_chunk`] |
+/// | duplicate `old_chunk` | no | not checked: dm-snapshot's hash table keeps the last one, as with C |
 /// | `new_chunk` outside the stretch of its own area | no | not checked: stores written by old kernels committed out of order |
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scan {
@@ -1748,6 +1808,61 @@ where
 }
 
 // ---------------------------------------------------------------------------
+// Duplicate new_chunk detection
+// ---------------------------------------------------------------------------
+
+/// A set of chunks, one bit per chunk, over words the caller owns (and
+/// grows: [`ChunkBits::words_for`] says how many a chunk needs). The
+/// activation scan uses it to refuse two exceptions sharing one COW chunk,
+/// with memory bounded by one bit per chunk up to the highest `new_chunk`.
+///
+/// No C counterpart (C accepts such a store, and one snapshot chunk then
+/// shows another's data).
+pub struct ChunkBits<'a> {
+    words: &'a mut [u64],
+}
+
+impl<'a> ChunkBits<'a> {
+    /// The set over `words` (zeroed by the caller for an empty set).
+    pub fn new(words: &'a mut [u64]) -> Self {
+        Self { words }
+    }
+
+    /// Words needed to hold `chunk`.
+    pub fn words_for(chunk: u64) -> Option<usize> {
+        usize::try_from(chunk.wrapping_shr(6).checked_add(1)?).ok()
+    }
+
+    /// Adds `chunk`; `Some(false)` if it was there already, `None` if the
+    /// words are too few.
+    pub fn insert(&mut self, chunk: u64) -> Option<bool> {
+        let word = usize::try_from(chunk.wrapping_shr(6)).ok()?;
+        let bit = 1u64.wrapping_shl(u32::try_from(chunk & 63).ok()?);
+        let w = self.words.get_mut(word)?;
+        let fresh = *w & bit == 0;
+        *w |= bit;
+        Some(fresh)
+    }
+}
+
+/// The index of the first record of `area` (up to its end marker) whose
+/// `new_chunk` is `chunk`; used to name the first of two records that
+/// share a chunk.
+pub fn find_new_chunk(area: &[u8], chunk: u64) -> Option<u32> {
+    let mut index = 0u32;
+    while let Some(e) = read_exception(area, index) {
+        if e.is_end_marker() {
+            return None;
+        }
+        if e.new_chunk == chunk {
+            return Some(index);
+        }
+        index = index.checked_add(1)?;
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------
 // Store state: prepare / commit / merge
 // ---------------------------------------------------------------------------
 
@@ -1773,11 +1888,32 @@ pub enum CommitStep {
     /// time of that call (C reads `ps->valid` per callback, and a callback
     /// may invalidate the store). Hold no store lock while calling them.
     /// `valid` is the value when the flush ended.
+    ///
+    /// When `clear_area` is set the full area was written and the store
+    /// moved to the next one: zero the area buffer before the next call
+    /// that takes it. The store leaves that O(chunk) work to the caller so
+    /// that it can be done outside the lock that guards the `Pstore`.
     Complete {
         /// Callbacks to call.
         callbacks: u32,
         /// [`Pstore::is_valid`] when the flush ended.
         valid: bool,
+        /// The area buffer must be zeroed: the store moved to the next area.
+        clear_area: bool,
+    },
+    /// The exception could not be recorded: it would not read back as a
+    /// valid exception (`error` says why; log it). The store is now invalid
+    /// and the exception's callback is queued like any other. Call
+    /// `callbacks` queued callbacks now, as for [`CommitStep::Complete`]:
+    /// 0 while other exceptions are still pending (the last of them ends
+    /// the flush), else all of them.
+    ///
+    /// C records whatever it is given.
+    Refused {
+        /// Why the exception was refused.
+        error: Error,
+        /// Callbacks to call now.
+        callbacks: u32,
     },
 }
 
@@ -1788,11 +1924,89 @@ pub enum CommitStep {
 pub enum PrepareMerge {
     /// Nothing left to merge (C returns 0).
     Done,
-    /// Read this previous area into the area buffer, then call
-    /// [`Pstore::merge_area_read`]. C: `area_io(ps, REQ_OP_READ)`.
+    /// Read this previous area into the area buffer, check it with
+    /// [`Layout::check_full_area`], then call [`Pstore::merge_area_read`].
+    /// C: `area_io(ps, REQ_OP_READ)`.
     ReadArea(AreaIo),
-    /// A run of exceptions to merge.
-    Run(MergeRun),
+    /// Find the run in the area buffer with [`RunQuery::find`], then
+    /// report it with [`Pstore::merge_run_found`].
+    FindRun(RunQuery),
+}
+
+/// Where the next run to merge ends: the in-memory area and the number of
+/// exceptions it holds. Finding the run reads up to a whole area, so the
+/// caller does it outside the lock that guards the [`Pstore`].
+///
+/// C: the loop of `persistent_prepare_merge()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RunQuery {
+    layout: Layout,
+    area: u64,
+    committed: u32,
+}
+
+impl RunQuery {
+    /// The run of exceptions ending with the last one of `area` (the
+    /// in-memory area buffer), newest first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BufferSize`]; [`Error::MergeState`] on an empty area; a
+    /// validation error if the last exception is not a valid exception.
+    pub fn find(&self, area: &[u8]) -> Result<MergeRun, Error> {
+        self.layout.check_area_len(area.len())?;
+        let cc = self.committed;
+        let last_index = cc.checked_sub(1).ok_or(Error::MergeState)?;
+        let last = read_exception(area, last_index).ok_or(Error::IndexOutOfArea {
+            index: last_index,
+            exceptions_per_area: self.layout.exceptions_per_area(),
+        })?;
+        if last.is_end_marker() {
+            return Err(Error::UnexpectedEndMarker {
+                area: self.area,
+                index: last_index,
+            });
+        }
+        self.layout
+            .check_exception(self.area, last_index, last, None)?;
+        let mut count: u32 = 1;
+        while count < cc {
+            let index = last_index.wrapping_sub(count);
+            let Some(e) = read_exception(area, index) else {
+                break;
+            };
+            let step = u64::from(count);
+            if last.old_chunk.checked_sub(step) != Some(e.old_chunk)
+                || last.new_chunk.checked_sub(step) != Some(e.new_chunk)
+            {
+                break;
+            }
+            count = count.wrapping_add(1);
+        }
+        Ok(MergeRun {
+            last_old_chunk: last.old_chunk,
+            last_new_chunk: last.new_chunk,
+            count,
+        })
+    }
+}
+
+/// A previous area read for merging whose records were all checked by
+/// [`Layout::check_full_area`]; only that function makes one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CheckedArea {
+    area: u64,
+}
+
+/// What [`Pstore::commit_merge`] asks for: zero the bytes `clear` of the
+/// area buffer (the merged records), then write `write` of it with
+/// `REQ_OP_WRITE | REQ_PREFLUSH | REQ_FUA`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct MergeCommit {
+    /// Byte range of the area buffer to zero first.
+    pub clear: Range<usize>,
+    /// The write to do then.
+    pub write: AreaWrite,
 }
 
 /// A run of exceptions, ending with the most recent one, whose `old_chunk`
@@ -1843,6 +2057,7 @@ enum FlushPhase {
 enum MergePhase {
     Idle,
     Reading,
+    Finding,
     Prepared { count: u32 },
     Committing { nr_merged: u32 },
     Failed,
@@ -1899,7 +2114,12 @@ struct Dirty {
 /// snapshot lock, and callbacks may re-enter `prepare_exception` and
 /// `drop_snapshot`. Keep a `Pstore` behind one spinlock, release it around
 /// I/O and callbacks, and serialize the commit path (it owns the area
-/// buffer). Every method is O(1) except those that scan or clear an area.
+/// buffer). Every method is O(1) except the constructors, which clear or
+/// scan an area: the O(chunk) work of the commit and merge paths
+/// (zeroing the buffer for the next area, checking an area read back,
+/// finding a run, clearing merged records) is left to the caller
+/// ([`CommitStep::Complete`], [`Layout::check_full_area`], [`RunQuery`],
+/// [`MergeCommit`]), to be done outside the lock.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pstore {
     layout: Layout,
@@ -2019,6 +2239,34 @@ impl Pstore {
             }
         }
         Ok(s)
+    }
+
+    /// The write that makes durable the garbage [`Pstore::from_scan`]
+    /// cleared after the end marker, or `None` if it cleared none (or the
+    /// store is invalid, and then never writes its area). Do it with
+    /// `REQ_PREFLUSH | REQ_FUA` before the store is used, and report
+    /// success with [`Pstore::cleanup_done`]: a record left on disk could
+    /// otherwise come back after a torn commit, once its chunk was
+    /// allocated again.
+    ///
+    /// No C counterpart (C leaves the garbage on disk).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Overflow`] if the write does not fit the arithmetic.
+    pub fn cleanup_write(&self) -> Result<Option<AreaWrite>, Error> {
+        if !self.valid || self.dirty.is_none() || self.flush != FlushPhase::Idle {
+            return Ok(None);
+        }
+        self.area_write().map(Some)
+    }
+
+    /// The [`Pstore::cleanup_write`] succeeded: the area on disk equals the
+    /// area in memory.
+    pub fn cleanup_done(&mut self) {
+        if self.flush == FlushPhase::Idle && self.merge == MergePhase::Idle {
+            self.dirty = None;
+        }
     }
 
     fn whole_area(&self) -> Dirty {
@@ -2169,16 +2417,18 @@ impl Pstore {
     /// Records a finished exception in the area buffer and queues its
     /// callback. `valid == false` (a failed copy) invalidates the store.
     /// Returns the first step of a flush when no other exception is pending
-    /// or the area is now full, else [`CommitStep::Queued`].
+    /// or the area is now full, else [`CommitStep::Queued`]. An exception
+    /// that could not be read back by [`Scan`] (chunk 0, a metadata chunk,
+    /// an `old_chunk` too large) is not recorded: it is consumed as a
+    /// failed one and [`CommitStep::Refused`] says why.
     ///
     /// C: `persistent_commit_exception()` up to its I/O.
     ///
     /// # Errors
     ///
     /// [`Error::BufferSize`], [`Error::FlushInProgress`],
-    /// [`Error::CommitWithoutPrepare`], or a validation error if `e` could
-    /// not be read back by [`Scan`] (chunk 0, a metadata chunk, an
-    /// `old_chunk` too large). Nothing changes on error.
+    /// [`Error::CommitWithoutPrepare`] or [`Error::IndexOutOfArea`]: the
+    /// caller broke the protocol, and nothing changes.
     pub fn commit_exception(
         &mut self,
         area: &mut [u8],
@@ -2201,9 +2451,24 @@ impl Pstore {
                 exceptions_per_area: epa,
             });
         }
-        self.layout
-            .check_exception(self.current_area, index, e, None)?;
         let callbacks = self.callback_count.checked_add(1).ok_or(Error::Overflow)?;
+        if let Err(error) = self
+            .layout
+            .check_exception(self.current_area, index, e, None)
+        {
+            // Consume it as a failed exception, so that the flush the last
+            // pending exception triggers still comes.
+            self.valid = false;
+            self.callback_count = callbacks;
+            self.pending_count = pending;
+            let callbacks = if pending == 0 {
+                self.callback_count = 0;
+                callbacks
+            } else {
+                0
+            };
+            return Ok(CommitStep::Refused { error, callbacks });
+        }
         write_exception(area, index, e).ok_or(Error::Overflow)?;
         self.mark_dirty(index)?;
         if !valid {
@@ -2223,29 +2488,27 @@ impl Pstore {
             self.flush = FlushPhase::ZeroingNext;
             return Ok(CommitStep::ZeroNextArea(io));
         }
-        self.flush_write_or_finish(area, false)
+        self.flush_write_or_finish(false)
     }
 
-    fn flush_write_or_finish(
-        &mut self,
-        area: &mut [u8],
-        zero_failed: bool,
-    ) -> Result<CommitStep, Error> {
+    fn flush_write_or_finish(&mut self, zero_failed: bool) -> Result<CommitStep, Error> {
         if self.valid {
             let w = self.area_write()?;
             self.flush = FlushPhase::Writing;
             Ok(CommitStep::WriteArea(w))
         } else {
-            self.finish_flush(area, zero_failed)
+            self.finish_flush(zero_failed)
         }
     }
 
-    fn finish_flush(&mut self, area: &mut [u8], zero_failed: bool) -> Result<CommitStep, Error> {
-        if self.current_committed == self.layout.exceptions_per_area() {
+    /// Ends a flush. O(1): moving to the next area leaves the zeroing of
+    /// the area buffer to the caller ([`CommitStep::Complete`]).
+    fn finish_flush(&mut self, zero_failed: bool) -> Result<CommitStep, Error> {
+        let clear_area = self.current_committed == self.layout.exceptions_per_area();
+        if clear_area {
             let next_area = self.current_area.checked_add(1).ok_or(Error::Overflow)?;
             self.current_committed = 0;
             self.current_area = next_area;
-            area.fill(0);
             self.dirty = if zero_failed {
                 Some(self.whole_area())
             } else {
@@ -2258,30 +2521,29 @@ impl Pstore {
         Ok(CommitStep::Complete {
             callbacks,
             valid: self.valid,
+            clear_area,
         })
     }
 
     /// Reports the outcome of the I/O asked for by the last
     /// [`CommitStep::ZeroNextArea`] or [`CommitStep::WriteArea`] and returns
     /// the next step. A failure invalidates the store; after a failed
-    /// zeroing the area is not written. When the flush ends with a full
-    /// area, the store moves to the next area and zeroes `area`.
+    /// zeroing the area is not written. O(1), so it can run under a
+    /// spinlock.
     ///
     /// C: the rest of `persistent_commit_exception()`.
     ///
     /// # Errors
     ///
-    /// [`Error::NoFlushInProgress`] or [`Error::BufferSize`]; nothing
-    /// changes then.
-    pub fn commit_io_done(&mut self, area: &mut [u8], ok: bool) -> Result<CommitStep, Error> {
-        self.layout.check_area_len(area.len())?;
+    /// [`Error::NoFlushInProgress`]; nothing changes then.
+    pub fn commit_io_done(&mut self, ok: bool) -> Result<CommitStep, Error> {
         match self.flush {
             FlushPhase::Idle => Err(Error::NoFlushInProgress),
             FlushPhase::ZeroingNext => {
                 if !ok {
                     self.valid = false;
                 }
-                self.flush_write_or_finish(area, !ok)
+                self.flush_write_or_finish(!ok)
             }
             FlushPhase::Writing => {
                 if ok {
@@ -2289,7 +2551,7 @@ impl Pstore {
                 } else {
                     self.valid = false;
                 }
-                self.finish_flush(area, false)
+                self.finish_flush(false)
             }
         }
     }
@@ -2304,65 +2566,25 @@ impl Pstore {
         self.header()
     }
 
-    fn check_run_entry(&self, index: u32, e: Exception) -> Result<(), Error> {
-        if e.is_end_marker() {
-            return Err(Error::UnexpectedEndMarker {
-                area: self.current_area,
-                index,
-            });
-        }
-        self.layout
-            .check_exception(self.current_area, index, e, None)
-    }
-
-    fn merge_run(&mut self, area: &[u8]) -> Result<MergeRun, Error> {
-        let cc = self.current_committed;
-        let last_index = cc.checked_sub(1).ok_or(Error::MergeState)?;
-        let last = read_exception(area, last_index).ok_or(Error::IndexOutOfArea {
-            index: last_index,
-            exceptions_per_area: self.layout.exceptions_per_area(),
-        })?;
-        self.check_run_entry(last_index, last)?;
-        let mut count: u32 = 1;
-        while count < cc {
-            let index = last_index.wrapping_sub(count);
-            let Some(e) = read_exception(area, index) else {
-                break;
-            };
-            let step = u64::from(count);
-            if last.old_chunk.checked_sub(step) != Some(e.old_chunk)
-                || last.new_chunk.checked_sub(step) != Some(e.new_chunk)
-            {
-                break;
-            }
-            count = count.wrapping_add(1);
-        }
-        self.merge = MergePhase::Prepared { count };
-        Ok(MergeRun {
-            last_old_chunk: last.old_chunk,
-            last_new_chunk: last.new_chunk,
-            count,
-        })
-    }
-
-    /// Finds the next run of exceptions to merge, newest first. When the
-    /// in-memory area is empty it asks for the previous area to be read
-    /// (the state changes only once [`Pstore::merge_area_read`] accepts
-    /// it).
+    /// Says where the next run of exceptions to merge is, newest first.
+    /// When the in-memory area is empty it asks for the previous area to be
+    /// read (the state changes only once [`Pstore::merge_area_read`]
+    /// accepts it). O(1).
     ///
     /// C: `persistent_prepare_merge()`.
     ///
     /// # Errors
     ///
     /// [`Error::MergeCommitFailed`] after a failed merge write;
-    /// [`Error::BufferSize`]; a validation error if the last exception in
-    /// memory is not a valid exception.
-    pub fn prepare_merge(&mut self, area: &[u8]) -> Result<PrepareMerge, Error> {
-        self.layout.check_area_len(area.len())?;
+    /// [`Error::MergeState`] while a merge write is outstanding.
+    pub fn prepare_merge(&mut self) -> Result<PrepareMerge, Error> {
         match self.merge {
             MergePhase::Failed => return Err(Error::MergeCommitFailed),
             MergePhase::Committing { .. } => return Err(Error::MergeState),
-            MergePhase::Idle | MergePhase::Reading | MergePhase::Prepared { .. } => {}
+            MergePhase::Idle
+            | MergePhase::Reading
+            | MergePhase::Finding
+            | MergePhase::Prepared { .. } => {}
         }
         if self.current_committed == 0 {
             if self.current_area == 0 {
@@ -2374,46 +2596,71 @@ impl Pstore {
             self.merge = MergePhase::Reading;
             return Ok(PrepareMerge::ReadArea(io));
         }
-        self.merge_run(area).map(PrepareMerge::Run)
+        self.merge = MergePhase::Finding;
+        Ok(PrepareMerge::FindRun(self.run_query()))
     }
 
-    /// Accepts the area read for [`PrepareMerge::ReadArea`] (now in `area`),
-    /// checks that all its records are valid exceptions (it was full when
-    /// written), moves to it and returns its last run.
+    fn run_query(&self) -> RunQuery {
+        RunQuery {
+            layout: self.layout,
+            area: self.current_area,
+            committed: self.current_committed,
+        }
+    }
+
+    /// Moves to the previous area, read for [`PrepareMerge::ReadArea`] and
+    /// accepted by [`Layout::check_full_area`], and says where its last run
+    /// is. O(1).
     ///
     /// C: the `!ps->current_committed` branch of
-    /// `persistent_prepare_merge()`. Unlike C, a failed read (report it by
-    /// not calling this) leaves the store on its current area.
+    /// `persistent_prepare_merge()`. Unlike C, a failed read or check
+    /// (report it by not calling this) leaves the store on its current
+    /// area.
     ///
     /// # Errors
     ///
-    /// [`Error::MergeState`] if no read was asked for; a validation error
-    /// (then the store stays where it was).
-    pub fn merge_area_read(&mut self, area: &[u8], cow_sectors: u64) -> Result<MergeRun, Error> {
-        self.layout.check_area_len(area.len())?;
+    /// [`Error::MergeState`] if no read was asked for or `checked` is not
+    /// the previous area.
+    pub fn merge_area_read(&mut self, checked: CheckedArea) -> Result<RunQuery, Error> {
         if self.merge != MergePhase::Reading || self.current_committed != 0 {
             return Err(Error::MergeState);
         }
         let prev = self.current_area.checked_sub(1).ok_or(Error::MergeState)?;
-        let cow_chunks = self.layout.device_chunks(cow_sectors);
-        let epa = self.layout.exceptions_per_area();
-        for index in 0..epa {
-            let e = read_exception(area, index).ok_or(Error::Overflow)?;
-            if e.is_end_marker() {
-                return Err(Error::UnexpectedEndMarker { area: prev, index });
-            }
-            self.layout
-                .check_exception(prev, index, e, Some(cow_chunks))?;
+        if checked.area != prev {
+            return Err(Error::MergeState);
         }
         self.current_area = prev;
-        self.current_committed = epa;
+        self.current_committed = self.layout.exceptions_per_area();
         self.dirty = None;
-        self.merge_run(area)
+        self.merge = MergePhase::Finding;
+        Ok(self.run_query())
     }
 
-    /// Clears the last `nr_merged` exceptions of the in-memory area and
-    /// returns the write to do (`REQ_OP_WRITE | REQ_PREFLUSH | REQ_FUA`);
-    /// report its outcome with [`Pstore::commit_merge_done`].
+    /// Records the run [`RunQuery::find`] found; dm-snapshot merges it next.
+    /// O(1).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MergeState`] unless a run was being looked for;
+    /// [`Error::MergeCountInvalid`] unless `1 <= run.count <=`
+    /// the exceptions in memory.
+    pub fn merge_run_found(&mut self, run: &MergeRun) -> Result<(), Error> {
+        if self.merge != MergePhase::Finding {
+            return Err(Error::MergeState);
+        }
+        if run.count == 0 || run.count > self.current_committed {
+            return Err(Error::MergeCountInvalid {
+                nr_merged: run.count,
+                prepared: self.current_committed,
+            });
+        }
+        self.merge = MergePhase::Prepared { count: run.count };
+        Ok(())
+    }
+
+    /// Marks the last `nr_merged` exceptions of the in-memory area as gone
+    /// and returns what to clear and write; report the write's outcome with
+    /// [`Pstore::commit_merge_done`]. O(1): the caller clears the records.
     ///
     /// C: `persistent_commit_merge()` up to its I/O.
     ///
@@ -2422,10 +2669,8 @@ impl Pstore {
     /// [`Error::MergeCountInvalid`] unless `1 <= nr_merged <=` the count of
     /// the last prepared run (which is at most `current_committed`);
     /// [`Error::MergeState`] without a prepared run;
-    /// [`Error::MergeCommitFailed`]; [`Error::BufferSize`]. Nothing changes
-    /// on error.
-    pub fn commit_merge(&mut self, area: &mut [u8], nr_merged: u32) -> Result<AreaWrite, Error> {
-        self.layout.check_area_len(area.len())?;
+    /// [`Error::MergeCommitFailed`]. Nothing changes on error.
+    pub fn commit_merge(&mut self, nr_merged: u32) -> Result<MergeCommit, Error> {
         let prepared = match self.merge {
             MergePhase::Prepared { count } => count,
             MergePhase::Failed => return Err(Error::MergeCommitFailed),
@@ -2438,12 +2683,26 @@ impl Pstore {
             });
         }
         let first = self.current_committed.wrapping_sub(nr_merged);
-        for index in first..self.current_committed {
-            clear_exception(area, index).ok_or(Error::Overflow)?;
-            self.mark_dirty(index)?;
+        let start = exception_offset(first).ok_or(Error::Overflow)?;
+        let end = exception_offset(self.current_committed).ok_or(Error::Overflow)?;
+        let saved = self.dirty;
+        self.mark_dirty(first)?;
+        if let Err(e) = self.mark_dirty(self.current_committed.wrapping_sub(1)) {
+            self.dirty = saved;
+            return Err(e);
         }
+        let write = match self.area_write() {
+            Ok(w) => w,
+            Err(e) => {
+                self.dirty = saved;
+                return Err(e);
+            }
+        };
         self.merge = MergePhase::Committing { nr_merged };
-        self.area_write()
+        Ok(MergeCommit {
+            clear: start..end,
+            write,
+        })
     }
 
     /// Reports the outcome of the [`Pstore::commit_merge`] write. On

@@ -17,6 +17,7 @@
 
 mod common;
 
+use common::*;
 use proptest::prelude::*;
 use snap_format::*;
 
@@ -451,7 +452,7 @@ impl Harness {
                                     self.odev.read_chunk(io.chunk).is_some()
                                 );
                             }
-                            step = self.ours.commit_io_done(&mut self.area, ok).unwrap();
+                            step = io_done(&mut self.ours, &mut self.area, ok).unwrap();
                         }
                         CommitStep::WriteArea(w) => {
                             let ok = self.odev.write(
@@ -459,11 +460,14 @@ impl Harness {
                                 w.bytes(&self.area).unwrap(),
                                 write_ok,
                             );
-                            step = self.ours.commit_io_done(&mut self.area, ok).unwrap();
+                            step = io_done(&mut self.ours, &mut self.area, ok).unwrap();
                         }
-                        CommitStep::Complete { callbacks, valid } => {
-                            break Some((u64::from(callbacks), valid))
+                        CommitStep::Refused { error, .. } => {
+                            panic!("the model commits only valid exceptions: {error}")
                         }
+                        CommitStep::Complete {
+                            callbacks, valid, ..
+                        } => break Some((u64::from(callbacks), valid)),
                     }
                 };
                 assert_eq!(got, expect);
@@ -556,24 +560,20 @@ impl Harness {
         }
         if self.merge_failed {
             assert_eq!(
-                self.ours.prepare_merge(&self.area),
+                merge_prepare(&mut self.ours, &self.area),
                 Err(Error::MergeCommitFailed)
             );
             return;
         }
         self.merging = true;
         let (count, lo, ln) = self.model.prepare_merge(&self.mdev);
-        let run = match self.ours.prepare_merge(&self.area).unwrap() {
-            PrepareMerge::Done => None,
-            PrepareMerge::Run(r) => Some(r),
-            PrepareMerge::ReadArea(io) => {
+        let run = match merge_prepare(&mut self.ours, &self.area).unwrap() {
+            Prep::Done => None,
+            Prep::Run(r) => Some(r),
+            Prep::ReadArea(io) => {
                 let data = self.odev.read_chunk(io.chunk).unwrap();
                 self.area.copy_from_slice(&data);
-                Some(
-                    self.ours
-                        .merge_area_read(&self.area, self.odev.sectors())
-                        .unwrap(),
-                )
+                Some(merge_read(&mut self.ours, &self.area, self.odev.sectors()).unwrap())
             }
         };
         let Some(run) = run else {
@@ -594,7 +594,7 @@ impl Harness {
                 run.count > 1
             );
         }
-        let w = self.ours.commit_merge(&mut self.area, n).unwrap();
+        let w = merge_commit(&mut self.ours, &mut self.area, n).unwrap();
         let ok = self.odev.write(
             w.sector as usize * 512,
             w.bytes(&self.area).unwrap(),

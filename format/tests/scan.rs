@@ -297,7 +297,7 @@ fn cleared_garbage_cannot_be_revived_by_the_next_commit() {
     };
     let dst = chunk_range(l, w.chunk).start + w.range().unwrap().start;
     img[dst..dst + w.len as usize].copy_from_slice(w.bytes(&area).unwrap());
-    s.commit_io_done(&mut area, true).unwrap();
+    io_done(&mut s, &mut area, true).unwrap();
     let (r, seen, _) = scan(&img, l).unwrap();
     assert_eq!(seen, vec![ex(1, 2), ex(2, 3), ex(3, 4)]);
     assert_eq!(r.warning, None);
@@ -382,4 +382,103 @@ fn prefetch_window_covers_twelve_areas_ahead_and_stops_at_the_device_end() {
     // Near the end of the device the window is cut.
     let mut s = Scan::new(l, 1 + 33 * 3);
     assert_eq!(std::iter::from_fn(|| s.next_prefetch()).count(), 3);
+}
+
+#[test]
+fn cleared_garbage_is_written_at_activation_once() {
+    // Garbage after the end marker of the last area is cleared in memory
+    // and the store asks for the write that makes that durable before any
+    // chunk can be reused; after it, nothing is left to write.
+    let l = layout(1);
+    let mut area = vec![0u8; 512];
+    write_exception(
+        &mut area,
+        0,
+        Exception {
+            old_chunk: 7,
+            new_chunk: 2,
+        },
+    )
+    .unwrap();
+    write_exception(
+        &mut area,
+        5,
+        Exception {
+            old_chunk: 9,
+            new_chunk: 20,
+        },
+    )
+    .unwrap();
+    let scan = ScanResult {
+        current_area: 0,
+        current_committed: 1,
+        next_free: 3,
+        exceptions: 1,
+        warning: None,
+    };
+    let wb = LogicalBlockSize::new(512).unwrap();
+    let mut s = Pstore::from_scan(l, wb, &scan, &mut area).unwrap();
+    let w = s.cleanup_write().unwrap().expect("a cleanup write");
+    assert_eq!((w.chunk, w.offset, w.len), (1, 0, 512));
+    assert_eq!(
+        read_exception(w.bytes(&area).unwrap(), 5),
+        Some(Exception::default())
+    );
+    s.cleanup_done();
+    assert_eq!(s.cleanup_write(), Ok(None));
+    // A clean area asks for nothing.
+    let mut clean = vec![0u8; 512];
+    write_exception(
+        &mut clean,
+        0,
+        Exception {
+            old_chunk: 7,
+            new_chunk: 2,
+        },
+    )
+    .unwrap();
+    let s = Pstore::from_scan(l, wb, &scan, &mut clean).unwrap();
+    assert_eq!(s.cleanup_write(), Ok(None));
+}
+
+#[test]
+fn chunk_bits_find_the_second_use_of_a_chunk() {
+    let mut words = vec![0u64; ChunkBits::words_for(200).unwrap()];
+    assert_eq!(words.len(), 4);
+    let mut bits = ChunkBits::new(&mut words);
+    assert_eq!(bits.insert(2), Some(true));
+    assert_eq!(bits.insert(200), Some(true));
+    assert_eq!(bits.insert(3), Some(true));
+    assert_eq!(bits.insert(2), Some(false));
+    assert_eq!(bits.insert(256), None, "beyond the words");
+    let mut area = vec![0u8; 512];
+    write_exception(
+        &mut area,
+        0,
+        Exception {
+            old_chunk: 1,
+            new_chunk: 2,
+        },
+    )
+    .unwrap();
+    write_exception(
+        &mut area,
+        1,
+        Exception {
+            old_chunk: 5,
+            new_chunk: 3,
+        },
+    )
+    .unwrap();
+    write_exception(
+        &mut area,
+        3,
+        Exception {
+            old_chunk: 6,
+            new_chunk: 9,
+        },
+    )
+    .unwrap();
+    assert_eq!(find_new_chunk(&area, 3), Some(1));
+    assert_eq!(find_new_chunk(&area, 9), None, "after the end marker");
 }

@@ -139,10 +139,11 @@ fn commit_waits_while_others_are_pending_then_writes() {
         Err(Error::FlushInProgress)
     );
     assert_eq!(
-        s.commit_io_done(&mut area, true),
+        io_done(&mut s, &mut area, true),
         Ok(CommitStep::Complete {
             callbacks: 2,
-            valid: true
+            valid: true,
+            clear_area: false,
         })
     );
     assert_eq!(s.callback_count(), 0);
@@ -150,7 +151,7 @@ fn commit_waits_while_others_are_pending_then_writes() {
     assert_eq!(read_exception(&area, 0), Some(ex(100, 2)));
     assert_eq!(read_exception(&area, 1), Some(ex(101, 3)));
     assert_eq!(
-        s.commit_io_done(&mut area, true),
+        io_done(&mut s, &mut area, true),
         Err(Error::NoFlushInProgress)
     );
     let _ = l;
@@ -174,16 +175,17 @@ fn filling_an_area_zeroes_the_next_one_writes_and_advances() {
         .commit_exception(&mut area, ex(0, chunks[31]), true)
         .unwrap();
     assert_eq!(step, CommitStep::ZeroNextArea(l.area_io(1).unwrap()));
-    let CommitStep::WriteArea(w) = s.commit_io_done(&mut area, true).unwrap() else {
+    let CommitStep::WriteArea(w) = io_done(&mut s, &mut area, true).unwrap() else {
         panic!("expected the area write");
     };
     assert_eq!((w.chunk, w.offset, w.len), (1, 0, 512));
     assert_eq!(read_exception(w.bytes(&area).unwrap(), 31), Some(ex(0, 33)));
     assert_eq!(
-        s.commit_io_done(&mut area, true),
+        io_done(&mut s, &mut area, true),
         Ok(CommitStep::Complete {
             callbacks: 32,
-            valid: true
+            valid: true,
+            clear_area: true,
         })
     );
     assert_eq!((s.current_area(), s.current_committed()), (1, 0));
@@ -210,10 +212,11 @@ fn failed_zeroing_invalidates_and_skips_the_area_write() {
     assert_eq!(last, CommitStep::ZeroNextArea(l.area_io(1).unwrap()));
     // Report a failure of the zeroing.
     assert_eq!(
-        s.commit_io_done(&mut area, false),
+        io_done(&mut s, &mut area, false),
         Ok(CommitStep::Complete {
             callbacks: 32,
-            valid: false
+            valid: false,
+            clear_area: true,
         })
     );
     assert!(!s.is_valid());
@@ -231,10 +234,11 @@ fn failed_area_write_invalidates_and_keeps_the_range_dirty() {
     };
     assert_eq!((w.offset, w.len), (0, 512));
     assert_eq!(
-        s.commit_io_done(&mut area, false),
+        io_done(&mut s, &mut area, false),
         Ok(CommitStep::Complete {
             callbacks: 1,
-            valid: false
+            valid: false,
+            clear_area: false,
         })
     );
     assert_eq!(s.dirty_range(), Some(0..512));
@@ -244,7 +248,8 @@ fn failed_area_write_invalidates_and_keeps_the_range_dirty() {
         s.commit_exception(&mut area, ex(2, c), true),
         Ok(CommitStep::Complete {
             callbacks: 1,
-            valid: false
+            valid: false,
+            clear_area: false,
         })
     );
 }
@@ -263,7 +268,8 @@ fn copy_error_invalidates_and_skips_the_write() {
         s.commit_exception(&mut area, ex(2, b), true),
         Ok(CommitStep::Complete {
             callbacks: 2,
-            valid: false
+            valid: false,
+            clear_area: false,
         })
     );
 }
@@ -282,13 +288,13 @@ fn dirty_range_is_rounded_to_the_write_block() {
         assert_eq!((w.offset, w.len), (off, 4096), "slot {i}");
         assert_eq!(w.sector, 32 + u64::from(off / 512));
         assert_eq!(w.sectors, 8);
-        s.commit_io_done(&mut area, true).unwrap();
+        io_done(&mut s, &mut area, true).unwrap();
     }
     // Two commits in one flush across a block boundary: both blocks.
     for _ in 0..((4096 * 2 - 4800) / 16 - 1) {
         let c = s.prepare_exception(BIG).unwrap();
         s.commit_exception(&mut area, ex(1, c), true).unwrap();
-        s.commit_io_done(&mut area, true).unwrap();
+        io_done(&mut s, &mut area, true).unwrap();
     }
     let a = s.prepare_exception(BIG).unwrap();
     let b = s.prepare_exception(BIG).unwrap();
@@ -319,24 +325,72 @@ fn commit_refuses_protocol_errors_without_changing_state() {
     );
     let c = s.prepare_exception(BIG).unwrap();
     let before = s.clone();
-    assert_eq!(
-        s.commit_exception(&mut area, ex(1, 0), true),
-        Err(Error::NewChunkIsHeader { area: 0, index: 0 })
-    );
-    assert!(matches!(
-        s.commit_exception(&mut area, ex(1, 34), true),
-        Err(Error::NewChunkIsMetadata { .. })
-    ));
-    assert!(matches!(
-        s.commit_exception(&mut area, ex(u64::MAX, c), true),
-        Err(Error::OldChunkTooLarge { .. })
-    ));
     assert!(matches!(
         s.commit_exception(&mut [0u8; 16], ex(1, c), true),
         Err(Error::BufferSize { .. })
     ));
     assert_eq!(s, before);
     assert!(area.iter().all(|b| *b == 0));
+}
+
+#[test]
+fn refused_exceptions_are_consumed_and_fail_without_being_recorded() {
+    for (bad, why) in [
+        (ex(1, 0), "header chunk"),
+        (ex(1, 34), "metadata chunk"),
+        (ex(u64::MAX, 2), "old_chunk too large"),
+    ] {
+        let (_, mut s, mut area) = fresh(1, 512);
+        let _ = s.prepare_exception(BIG).unwrap();
+        let step = s.commit_exception(&mut area, bad, true).unwrap();
+        let CommitStep::Refused { error, callbacks } = step else {
+            panic!("{why}: expected a refusal, got {step:?}");
+        };
+        assert_eq!(
+            callbacks, 1,
+            "{why}: the only pending exception ends the flush"
+        );
+        assert!(error.errno() > 0, "{why}");
+        assert!(!s.is_valid(), "{why}: the store is invalid");
+        assert_eq!(
+            (s.pending_count(), s.callback_count(), s.current_committed()),
+            (0, 0, 0),
+            "{why}"
+        );
+        assert!(area.iter().all(|b| *b == 0), "{why}: nothing recorded");
+    }
+}
+
+#[test]
+fn a_refused_commit_does_not_hold_back_the_flush_of_the_others() {
+    // Two exceptions in flight; the first is refused. The second must end
+    // the flush and complete both callbacks, not queue behind a pending
+    // count that never drops (dm-snapshot's dtr would wait for ever).
+    let (_, mut s, mut area) = fresh(1, 512);
+    let _a = s.prepare_exception(BIG).unwrap();
+    let b = s.prepare_exception(BIG).unwrap();
+    assert_eq!(
+        s.commit_exception(&mut area, ex(1, 34), true),
+        Ok(CommitStep::Refused {
+            error: Error::NewChunkIsMetadata {
+                area: 0,
+                index: 0,
+                new_chunk: 34,
+                metadata_area: 1
+            },
+            callbacks: 0
+        })
+    );
+    assert_eq!(s.pending_count(), 1);
+    assert_eq!(
+        s.commit_exception(&mut area, ex(2, b), true),
+        Ok(CommitStep::Complete {
+            callbacks: 2,
+            valid: false,
+            clear_area: false,
+        })
+    );
+    assert_eq!((s.pending_count(), s.callback_count()), (0, 0));
 }
 
 #[test]
@@ -351,7 +405,8 @@ fn drop_snapshot_invalidates_and_returns_the_invalid_header() {
         s.commit_exception(&mut area, ex(1, c), true),
         Ok(CommitStep::Complete {
             callbacks: 1,
-            valid: false
+            valid: false,
+            clear_area: false,
         })
     );
 }
@@ -363,7 +418,7 @@ fn invalid_store_is_all_dirty_and_never_merges() {
     let mut s = Pstore::new_invalid(l, LogicalBlockSize::SECTOR, &mut area).unwrap();
     assert!(!s.is_valid());
     assert_eq!(s.dirty_range(), Some(0..512));
-    assert_eq!(s.prepare_merge(&area), Ok(PrepareMerge::Done));
+    assert_eq!(merge_prepare(&mut s, &area), Ok(Prep::Done));
 }
 
 // ----- merge -----
@@ -381,7 +436,7 @@ fn merge_finds_the_run_of_consecutive_exceptions_backwards() {
     // old/new pairs: (10,2) (20,3) (21,4) (22,5)
     let es = vec![ex(10, 2), ex(20, 3), ex(21, 4), ex(22, 5)];
     let (_, mut s, mut area) = loaded(l, &[es], 100);
-    let PrepareMerge::Run(r) = s.prepare_merge(&area).unwrap() else {
+    let Prep::Run(r) = merge_prepare(&mut s, &area).unwrap() else {
         panic!("expected a run");
     };
     assert_eq!(
@@ -398,14 +453,14 @@ fn merge_finds_the_run_of_consecutive_exceptions_backwards() {
     );
     // More than prepared, or zero, is refused.
     assert_eq!(
-        s.commit_merge(&mut area, 4),
+        merge_commit(&mut s, &mut area, 4),
         Err(Error::MergeCountInvalid {
             nr_merged: 4,
             prepared: 3
         })
     );
-    assert!(s.commit_merge(&mut area, 0).is_err());
-    let w = s.commit_merge(&mut area, 2).unwrap();
+    assert!(merge_commit(&mut s, &mut area, 0).is_err());
+    let w = merge_commit(&mut s, &mut area, 2).unwrap();
     assert_eq!((w.chunk, w.offset, w.len), (1, 0, 512));
     assert_eq!(read_exception(&area, 2), Some(Exception::default()));
     assert_eq!(read_exception(&area, 1), Some(ex(20, 3)));
@@ -414,7 +469,7 @@ fn merge_finds_the_run_of_consecutive_exceptions_backwards() {
     assert_eq!(s.next_free(), 1 + 2 + 1);
     assert_eq!(s.dirty_range(), None);
     // Old chunk steps by one but new chunk does not: a run of 1.
-    let PrepareMerge::Run(r) = s.prepare_merge(&area).unwrap() else {
+    let Prep::Run(r) = merge_prepare(&mut s, &area).unwrap() else {
         panic!("expected a run");
     };
     assert_eq!((r.last_old_chunk, r.count), (20, 1));
@@ -426,33 +481,33 @@ fn merge_steps_back_to_the_previous_area_after_the_current_empties() {
     let areas = in_order(l, 33, |k| 500 + k);
     let (img, mut s, mut area) = loaded(l, &areas, 200);
     assert_eq!((s.current_area(), s.current_committed()), (1, 1));
-    let PrepareMerge::Run(r) = s.prepare_merge(&area).unwrap() else {
+    let Prep::Run(r) = merge_prepare(&mut s, &area).unwrap() else {
         panic!("expected a run");
     };
     assert_eq!((r.last_old_chunk, r.last_new_chunk, r.count), (532, 35, 1));
-    s.commit_merge(&mut area, 1).unwrap();
+    merge_commit(&mut s, &mut area, 1).unwrap();
     s.commit_merge_done(true).unwrap();
     assert_eq!(
         (s.current_area(), s.current_committed(), s.next_free()),
         (1, 0, 35)
     );
     // Empty area: read area 0. Nothing changes until the read is accepted.
-    let PrepareMerge::ReadArea(io) = s.prepare_merge(&area).unwrap() else {
+    let Prep::ReadArea(io) = merge_prepare(&mut s, &area).unwrap() else {
         panic!("expected a read");
     };
     assert_eq!(io, l.area_io(0).unwrap());
     assert_eq!(s.current_area(), 1);
     // A failed read is simply not reported; asking again repeats it.
-    assert_eq!(s.prepare_merge(&area), Ok(PrepareMerge::ReadArea(io)));
+    assert_eq!(merge_prepare(&mut s, &area), Ok(Prep::ReadArea(io)));
     read_chunk(&img, l, io.chunk, &mut area).unwrap();
-    let r = s.merge_area_read(&area, sectors(&img)).unwrap();
+    let r = merge_read(&mut s, &area, sectors(&img)).unwrap();
     assert_eq!((r.last_old_chunk, r.last_new_chunk, r.count), (531, 33, 32));
     assert_eq!((s.current_area(), s.current_committed()), (0, 32));
     assert_eq!(s.usage(BIG).unwrap().metadata_sectors, 2);
-    s.commit_merge(&mut area, 32).unwrap();
+    merge_commit(&mut s, &mut area, 32).unwrap();
     s.commit_merge_done(true).unwrap();
     assert_eq!((s.current_committed(), s.next_free()), (0, 2));
-    assert_eq!(s.prepare_merge(&area), Ok(PrepareMerge::Done));
+    assert_eq!(merge_prepare(&mut s, &area), Ok(Prep::Done));
 }
 
 #[test]
@@ -461,7 +516,7 @@ fn merge_read_refuses_a_corrupt_previous_area() {
     let areas = in_order(l, 32, |k| k);
     let (mut img, mut s, mut area) = loaded(l, &areas, 200);
     assert_eq!((s.current_area(), s.current_committed()), (1, 0));
-    let PrepareMerge::ReadArea(io) = s.prepare_merge(&area).unwrap() else {
+    let Prep::ReadArea(io) = merge_prepare(&mut s, &area).unwrap() else {
         panic!("expected a read");
     };
     // The area changed on disk since activation: an end marker in it.
@@ -469,7 +524,7 @@ fn merge_read_refuses_a_corrupt_previous_area() {
     clear_exception(&mut img[base..base + 512], 7).unwrap();
     read_chunk(&img, l, io.chunk, &mut area).unwrap();
     assert_eq!(
-        s.merge_area_read(&area, sectors(&img)),
+        merge_read(&mut s, &area, sectors(&img)),
         Err(Error::UnexpectedEndMarker { area: 0, index: 7 })
     );
     assert_eq!((s.current_area(), s.current_committed()), (1, 0));
@@ -477,7 +532,7 @@ fn merge_read_refuses_a_corrupt_previous_area() {
     write_exception(&mut img[base..base + 512], 7, ex(1, 150)).unwrap();
     read_chunk(&img, l, io.chunk, &mut area).unwrap();
     assert!(matches!(
-        s.merge_area_read(&area, 100),
+        merge_read(&mut s, &area, 100),
         Err(Error::NewChunkBeyondDevice { .. })
     ));
     assert_eq!(s.current_area(), 1);
@@ -487,26 +542,71 @@ fn merge_read_refuses_a_corrupt_previous_area() {
 fn merge_calls_out_of_order_are_refused() {
     let l = layout(1);
     let (_, mut s, mut area) = loaded(l, &[vec![ex(1, 2)]], 100);
-    assert_eq!(s.commit_merge(&mut area, 1), Err(Error::MergeState));
+    assert_eq!(merge_commit(&mut s, &mut area, 1), Err(Error::MergeState));
     assert_eq!(s.commit_merge_done(true), Err(Error::MergeState));
-    assert_eq!(s.merge_area_read(&area, 100), Err(Error::MergeState));
-    let _ = s.prepare_merge(&area).unwrap();
-    s.commit_merge(&mut area, 1).unwrap();
-    assert_eq!(s.prepare_merge(&area), Err(Error::MergeState));
-    assert_eq!(s.commit_merge(&mut area, 1), Err(Error::MergeState));
+    assert_eq!(merge_read(&mut s, &area, 100), Err(Error::MergeState));
+    let _ = merge_prepare(&mut s, &area).unwrap();
+    merge_commit(&mut s, &mut area, 1).unwrap();
+    assert_eq!(merge_prepare(&mut s, &area), Err(Error::MergeState));
+    assert_eq!(merge_commit(&mut s, &mut area, 1), Err(Error::MergeState));
 }
 
 #[test]
 fn failed_merge_write_blocks_further_merging() {
     let l = layout(1);
     let (_, mut s, mut area) = loaded(l, &[vec![ex(1, 2), ex(2, 3)]], 100);
-    let _ = s.prepare_merge(&area).unwrap();
-    s.commit_merge(&mut area, 2).unwrap();
+    let _ = merge_prepare(&mut s, &area).unwrap();
+    merge_commit(&mut s, &mut area, 2).unwrap();
     s.commit_merge_done(false).unwrap();
     // Not reduced: the disk still has both exceptions.
     assert_eq!(s.current_committed(), 2);
-    let e = s.prepare_merge(&area).unwrap_err();
+    let e = merge_prepare(&mut s, &area).unwrap_err();
     assert_eq!(e, Error::MergeCommitFailed);
     assert_eq!(e.errno(), errno::EIO);
-    assert_eq!(s.commit_merge(&mut area, 1), Err(Error::MergeCommitFailed));
+    assert_eq!(
+        merge_commit(&mut s, &mut area, 1),
+        Err(Error::MergeCommitFailed)
+    );
+}
+
+#[test]
+fn commit_and_merge_steps_leave_area_sized_work_to_the_caller() {
+    // The kernel store holds its state spinlock around every `Pstore`
+    // call: none of them may zero, scan or validate a whole area. Moving
+    // to the next area leaves the buffer as it is (the caller zeroes it on
+    // `clear_area`), and the merge path's reads and checks of an area take
+    // no `Pstore` at all.
+    let (l, mut s, mut area) = fresh(1, 512);
+    let chunks: Vec<u64> = (0..32).map(|_| s.prepare_exception(BIG).unwrap()).collect();
+    for c in chunks {
+        let _ = s.commit_exception(&mut area, ex(1, c), true).unwrap();
+    }
+    assert!(matches!(
+        s.commit_io_done(true),
+        Ok(CommitStep::WriteArea(_))
+    ));
+    let before = area.clone();
+    assert_eq!(
+        s.commit_io_done(true),
+        Ok(CommitStep::Complete {
+            callbacks: 32,
+            valid: true,
+            clear_area: true
+        })
+    );
+    assert_eq!(area, before, "the state call did not touch the buffer");
+    assert_eq!((s.current_area(), s.current_committed()), (1, 0));
+    // Merging back: the previous area is checked by the layout, outside
+    // the state, and the state only moves.
+    area.fill(0);
+    let PrepareMerge::ReadArea(io) = s.prepare_merge().unwrap() else {
+        panic!("expected a read of area 0");
+    };
+    let checked = l.check_full_area(io.area, &before, BIG).unwrap();
+    let query = s.merge_area_read(checked).unwrap();
+    assert_eq!((s.current_area(), s.current_committed()), (0, 32));
+    let run = query.find(&before).unwrap();
+    s.merge_run_found(&run).unwrap();
+    let m = s.commit_merge(run.count).unwrap();
+    assert_eq!(m.clear, (32 - run.count as usize) * 16..32 * 16);
 }

@@ -38,6 +38,14 @@ unsafe impl Send for Client<'_> {}
 // that hand out buffers take `&mut self`.
 unsafe impl Sync for Client<'_> {}
 
+/// The largest block size a [`Client`] accepts: `KMALLOC_MAX_SIZE`.
+///
+/// dm-bufio allocates larger blocks with `__vmalloc()`, and its
+/// non-blocking attempts pass `__GFP_NOMEMALLOC`, which vmalloc does not
+/// support: Linux 7.3 warns ("Unexpected gfp ... Fix your code!") on the
+/// first such read or prefetch. Read larger blocks with dm-io instead.
+pub const MAX_BLOCK_SIZE: usize = bindings::KMALLOC_MAX_SIZE as usize;
+
 impl<'a> Client<'a> {
     /// Creates a client for `bdev` with blocks of `block_size` bytes
     /// (`dm_bufio_client_create()`), reserving one buffer.
@@ -45,11 +53,12 @@ impl<'a> Client<'a> {
     /// # Errors
     ///
     /// `EINVAL` if `block_size` is not a power of two of at least one
-    /// sector; `ENOMEM` if the client cannot be allocated.
+    /// sector, or is larger than [`MAX_BLOCK_SIZE`]; `ENOMEM` if the client
+    /// cannot be allocated.
     ///
     /// Context: may sleep.
     pub fn new(bdev: &'a BlockDevice, block_size: usize) -> Result<Self> {
-        if !block_size.is_power_of_two() || block_size < SECTOR_SIZE {
+        if !block_size.is_power_of_two() || !(SECTOR_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
             return Err(EINVAL);
         }
         let raw_size = u32::try_from(block_size).map_err(|_| EINVAL)?;

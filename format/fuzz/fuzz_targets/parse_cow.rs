@@ -108,24 +108,31 @@ fn run(data: &[u8]) {
         HeaderDecision::New(_) => {
             let mut area = vec![0u8; l.chunk_bytes() as usize];
             let s = Pstore::new_snapshot(l, wb, &mut area).unwrap();
-            // As C: write the header, zero area 0 (may not fit).
+            // As the kernel store: zero area 0 (may not fit), then the
+            // header.
             let mut h = vec![0u8; l.chunk_bytes() as usize];
             s.header().encode(&mut h).unwrap();
-            write_at(&mut img, 0, &h);
             if !write_at(&mut img, l.chunk_sectors().into(), &vec![0u8; h.len()]) {
                 return;
             }
+            write_at(&mut img, 0, &h);
             (s, area, Vec::new())
         }
         HeaderDecision::Invalid(_) => {
             let mut area = vec![0u8; l.chunk_bytes() as usize];
             let mut s = Pstore::new_invalid(l, wb, &mut area).unwrap();
-            assert_eq!(s.prepare_merge(&area), Ok(PrepareMerge::Done));
+            assert_eq!(s.prepare_merge(), Ok(PrepareMerge::Done));
             return;
         }
         HeaderDecision::Valid(_) => match scan_image(&img, l) {
             Ok((r, seen, mut area)) => {
-                let s = Pstore::from_scan(l, wb, &r, &mut area).unwrap();
+                let mut s = Pstore::from_scan(l, wb, &r, &mut area).unwrap();
+                // As the kernel store: the cleared garbage is written back.
+                if let Some(w) = s.cleanup_write().unwrap() {
+                    if write_at(&mut img, w.sector, w.bytes(&area).unwrap()) {
+                        s.cleanup_done();
+                    }
+                }
                 (s, area, seen)
             }
             Err(e) => {
@@ -161,15 +168,22 @@ fn run(data: &[u8]) {
         let mut step = store.commit_exception(&mut area, e, true).unwrap();
         loop {
             match step {
-                CommitStep::Queued | CommitStep::Complete { .. } => break,
+                CommitStep::Queued => break,
+                CommitStep::Complete { clear_area, .. } => {
+                    if clear_area {
+                        area.fill(0);
+                    }
+                    break;
+                }
+                CommitStep::Refused { error, .. } => panic!("refused a prepared chunk: {error}"),
                 CommitStep::ZeroNextArea(io) => {
                     let zeros = vec![0u8; l.chunk_bytes() as usize];
                     let ok = write_at(&mut img, io.sector, &zeros);
-                    step = store.commit_io_done(&mut area, ok).unwrap();
+                    step = store.commit_io_done(ok).unwrap();
                 }
                 CommitStep::WriteArea(w) => {
                     let ok = write_at(&mut img, w.sector, w.bytes(&area).unwrap());
-                    step = store.commit_io_done(&mut area, ok).unwrap();
+                    step = store.commit_io_done(ok).unwrap();
                 }
             }
         }
@@ -191,28 +205,33 @@ fn run(data: &[u8]) {
     // Merge everything back, newest first.
     let mut left = seen.len();
     for _ in 0..=(seen.len() + 2 * r.current_area as usize + 2) {
-        let run = match store.prepare_merge(&area) {
+        let query = match store.prepare_merge() {
             Ok(PrepareMerge::Done) => break,
-            Ok(PrepareMerge::Run(run)) => run,
+            Ok(PrepareMerge::FindRun(query)) => query,
             Ok(PrepareMerge::ReadArea(io)) => {
                 read_chunk(&img, l, io.chunk, &mut area).unwrap();
-                store.merge_area_read(&area, cow_sectors).unwrap()
+                let checked = l.check_full_area(io.area, &area, cow_sectors).unwrap();
+                store.merge_area_read(checked).unwrap()
             }
             Err(e) => panic!("prepare_merge: {e}"),
         };
+        let run = query.find(&area).unwrap();
+        store.merge_run_found(&run).unwrap();
         let last = seen[left - 1];
         assert_eq!(
             (run.last_old_chunk, run.last_new_chunk),
             (last.old_chunk, last.new_chunk)
         );
-        let w = store.commit_merge(&mut area, run.count).unwrap();
+        let m = store.commit_merge(run.count).unwrap();
+        area[m.clear].fill(0);
+        let w = m.write;
         let ok = write_at(&mut img, w.sector, w.bytes(&area).unwrap());
         store.commit_merge_done(ok).unwrap();
         assert!(ok);
         left -= run.count as usize;
     }
     assert_eq!(left, 0);
-    assert_eq!(store.prepare_merge(&area), Ok(PrepareMerge::Done));
+    assert_eq!(store.prepare_merge(), Ok(PrepareMerge::Done));
     let (_, after, _) = scan_image(&img, l).unwrap();
     assert!(after.is_empty());
 }

@@ -103,3 +103,62 @@ pub fn scan(img: &[u8], l: Layout) -> Result<(ScanResult, Vec<Exception>, Vec<u8
     )?;
     Ok((r, seen, area))
 }
+
+/// What [`merge_prepare`] found: [`PrepareMerge`] with the run already
+/// looked up in the area buffer, as the kernel store does it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prep {
+    Done,
+    ReadArea(AreaIo),
+    Run(MergeRun),
+}
+
+/// `prepare_merge`, then (outside the state) the run search and
+/// `merge_run_found`.
+pub fn merge_prepare(s: &mut Pstore, area: &[u8]) -> Result<Prep, Error> {
+    Ok(match s.prepare_merge()? {
+        PrepareMerge::Done => Prep::Done,
+        PrepareMerge::ReadArea(io) => Prep::ReadArea(io),
+        PrepareMerge::FindRun(q) => {
+            let run = q.find(area)?;
+            s.merge_run_found(&run)?;
+            Prep::Run(run)
+        }
+    })
+}
+
+/// The previous area, read into `area`: checked, accepted, and its last
+/// run found.
+pub fn merge_read(s: &mut Pstore, area: &[u8], cow_sectors: u64) -> Result<MergeRun, Error> {
+    let prev = s.current_area().checked_sub(1).ok_or(Error::MergeState)?;
+    let checked = s.layout().check_full_area(prev, area, cow_sectors)?;
+    let run = s.merge_area_read(checked)?.find(area)?;
+    s.merge_run_found(&run)?;
+    Ok(run)
+}
+
+/// `commit_merge` with the caller's clearing of the merged records.
+pub fn merge_commit(s: &mut Pstore, area: &mut [u8], n: u32) -> Result<AreaWrite, Error> {
+    if area.len() as u64 != u64::from(s.layout().chunk_bytes()) {
+        return Err(Error::BufferSize {
+            expected: u64::from(s.layout().chunk_bytes()),
+            actual: area.len() as u64,
+        });
+    }
+    let m = s.commit_merge(n)?;
+    area[m.clear].fill(0);
+    Ok(m.write)
+}
+
+/// `commit_io_done` with the caller's zeroing of the area buffer when the
+/// store moves to the next area.
+pub fn io_done(s: &mut Pstore, area: &mut [u8], ok: bool) -> Result<CommitStep, Error> {
+    let step = s.commit_io_done(ok)?;
+    if let CommitStep::Complete {
+        clear_area: true, ..
+    } = step
+    {
+        area.fill(0);
+    }
+    Ok(step)
+}
