@@ -153,6 +153,9 @@ mod tests {
         let past_end = client.device_size();
         assert_eq!(client.read(past_end).err(), Some(EINVAL));
         assert_eq!(bufio::Client::new(&dev, 1000).err(), Some(EINVAL));
+        // Blocks dm-bufio would __vmalloc with flags vmalloc warns about.
+        let too_large = bufio::MAX_BLOCK_SIZE.saturating_mul(2);
+        assert_eq!(bufio::Client::new(&dev, too_large).err(), Some(EINVAL));
         Ok(())
     }
 
