@@ -50,8 +50,9 @@ run_shard() {
 	while [ ${#remaining[@]} -gt 0 ]; do
 		boot=$((boot + 1))
 		console=$RES/console-$shard-$boot.log
+		printf '%s\n' "${remaining[@]}" > "$RES/tests-$shard-$boot.list"
 		setsid "$TOP/scripts/vm.sh" --rwdir "$RES" -- env DMSNAP_SELFTEST="${DMSNAP_SELFTEST:-}" \
-			"$TOP/tests/harness/guest-run.sh" "$RES" "${remaining[@]}" > "$console" 2>&1 < /dev/null &
+			"$TOP/tests/harness/guest-run.sh" "$RES" "$RES/tests-$shard-$boot.list" > "$console" 2>&1 < /dev/null &
 		vm=$!
 		started=$(date +%s)
 		killed=""

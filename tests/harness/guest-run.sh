@@ -3,18 +3,22 @@
 # and kernel log in RESDIR (shared read-write with the host), which reads
 # them back. Before a test starts, RESDIR/NAME.started holds its timeout, so
 # the host can tell a hung guest from a slow test.
-#   guest-run.sh RESDIR TEST.sh...
+#   guest-run.sh RESDIR LIST
+# LIST is a file naming one test script per line: the host passes a file,
+# not the scripts, because the guest's command line (virtme-ng puts the
+# command there) is limited to 2,048 bytes and a long list overflows it.
 set -u
 res=$1
-shift
+list=$2
 here=$(cd "$(dirname "$0")" && pwd)
+mapfile -t tests < "$list"
 
 export DM_DISABLE_UDEV=1 LVM_SUPPRESS_FD_WARNINGS=1
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug 2>/dev/null
 echo "kernel $(uname -r), $(nproc) cpus" > "$res/guest-info"
 
-for t in "$@"; do
+for t in "${tests[@]}"; do
 	name=$(basename "$t" .sh)
 	timeout_s=$(sed -n 's/^# timeout: *\([0-9]*\).*/\1/p' "$t" | head -n1)
 	timeout_s=${timeout_s:-300}
