@@ -7,14 +7,15 @@
 //! crash_replay --log DEV --origin-len BYTES --cow-len BYTES --chunk SECTORS
 //!              --scratch-origin DEV --scratch-cow DEV --label TEXT
 //!              [--cow-start BYTES] [--type P|PO] [--from-mark TEXT]
-//!              [--points durable,mark-plus,torn | every] [--drop-commit K]
-//!              [--max-report N]
+//!              [--points durable,mark-plus,torn,every] [--points-from MARK]
+//!              [--drop-commit K] [--max-report N]
 //! ```
 //!
 //! The origin lies at byte 0 of the logged device, the COW device at
 //! `--cow-start` (default: right after the origin). Points start at the mark
 //! `--from-mark` (default `setup-done`), where the oracle also takes the
-//! origin's original contents. `--drop-commit K` leaves the K-th FUA
+//! origin's original contents, or at the later mark `--points-from`.
+//! `every` makes every entry a point (the `durable` points among them). `--drop-commit K` leaves the K-th FUA
 //! metadata write to the COW device (after the header) out of the replay,
 //! to show the oracle can fail.
 //!
@@ -62,6 +63,7 @@ struct Args {
     label: String,
     from_mark: String,
     points: String,
+    points_from: Option<String>,
     drop_commit: Option<usize>,
     max_report: usize,
 }
@@ -79,6 +81,7 @@ fn parse_args() -> Result<Args, String> {
         label: "replay".into(),
         from_mark: "setup-done".into(),
         points: "durable,mark-plus,torn".into(),
+        points_from: None,
         drop_commit: None,
         max_report: 20,
     };
@@ -101,6 +104,7 @@ fn parse_args() -> Result<Args, String> {
             "--label" => a.label = v.clone(),
             "--from-mark" => a.from_mark = v.clone(),
             "--points" => a.points = v.clone(),
+            "--points-from" => a.points_from = Some(v.clone()),
             "--drop-commit" => a.drop_commit = Some(n()? as usize),
             "--max-report" => a.max_report = n()? as usize,
             _ => return Err(format!("unknown option {k}")),
