@@ -13,7 +13,10 @@
 //!     COUNT random 4 KiB O_DIRECT writes within the first RANGE bytes,
 //!     to the origin device, the snapshot device, or both (each write picks
 //!     one at random when both are given), QD at a time; after each write
-//!     completes, `mark ack-<id>` to the log-writes device LOGDEV
+//!     completes, `mark ack-<id>` to the log-writes device LOGDEV. Two
+//!     writes to the same block of the same device are never in flight
+//!     together (the second waits for the first's mark), so the marks give
+//!     the order in which writes to one block reached the device.
 //! crash_workload mark LOGDEV TEXT
 //!     a mark in the log
 //! ```
@@ -25,6 +28,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering;
+use std::sync::Condvar;
+use std::sync::Mutex;
 
 use snap_crash::blockdev::open_direct;
 use snap_crash::blockdev::size;
@@ -120,6 +125,9 @@ struct WriteJob {
 fn write(job: &WriteJob, qd: u64) -> io::Result<()> {
     let ctl = Control::open()?;
     let next = AtomicU64::new(0);
+    // Blocks with a write in flight: (device index, offset).
+    let busy: Mutex<Vec<(usize, u64)>> = Mutex::new(Vec::new());
+    let freed = Condvar::new();
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..qd.max(1))
             .map(|_| {
@@ -132,16 +140,33 @@ fn write(job: &WriteJob, qd: u64) -> io::Result<()> {
                         }
                         let id = job.first_id + i;
                         let r = mix(job.seed ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-                        let (kind, f) = &job.devs[(r >> 60) as usize % job.devs.len()];
+                        let dev = (r >> 60) as usize % job.devs.len();
+                        let (kind, f) = &job.devs[dev];
                         let offset = (r % job.blocks) * BLOCK as u64;
+                        {
+                            let mut b =
+                                busy.lock().map_err(|_| io::Error::other("lock poisoned"))?;
+                            while b.contains(&(dev, offset)) {
+                                b = freed
+                                    .wait(b)
+                                    .map_err(|_| io::Error::other("lock poisoned"))?;
+                            }
+                            b.push((dev, offset));
+                        }
                         Tag {
                             kind: *kind,
                             id,
                             offset,
                         }
                         .fill(&mut buf);
-                        f.write_all_at(&buf, offset)?;
-                        ctl.message(&job.log, &format!("mark ack-{id}"))?;
+                        let done = f
+                            .write_all_at(&buf, offset)
+                            .and_then(|()| ctl.message(&job.log, &format!("mark ack-{id}")));
+                        busy.lock()
+                            .map_err(|_| io::Error::other("lock poisoned"))?
+                            .retain(|&x| x != (dev, offset));
+                        freed.notify_all();
+                        done?;
                     }
                 })
             })
