@@ -8,7 +8,7 @@
 //!              --scratch-origin DEV --scratch-cow DEV --label TEXT
 //!              [--cow-start BYTES] [--type P|PO] [--from-mark TEXT]
 //!              [--points durable,mark-plus,torn,every] [--points-from MARK]
-//!              [--drop-commit K] [--max-report N]
+//!              [--drop-commit K] [--stop-after-lost N] [--max-report N]
 //! ```
 //!
 //! The origin lies at byte 0 of the logged device, the COW device at
@@ -65,6 +65,7 @@ struct Args {
     points: String,
     points_from: Option<String>,
     drop_commit: Option<usize>,
+    stop_after_lost: Option<usize>,
     max_report: usize,
 }
 
@@ -83,6 +84,7 @@ fn parse_args() -> Result<Args, String> {
         points: "durable,mark-plus,torn".into(),
         points_from: None,
         drop_commit: None,
+        stop_after_lost: None,
         max_report: 20,
     };
     let mut it = std::env::args().skip(1);
@@ -106,6 +108,7 @@ fn parse_args() -> Result<Args, String> {
             "--points" => a.points = v.clone(),
             "--points-from" => a.points_from = Some(v.clone()),
             "--drop-commit" => a.drop_commit = Some(n()? as usize),
+            "--stop-after-lost" => a.stop_after_lost = Some(n()? as usize),
             "--max-report" => a.max_report = n()? as usize,
             _ => return Err(format!("unknown option {k}")),
         }
@@ -156,10 +159,20 @@ struct Run<'a> {
     scratch_origin: Option<Vec<u8>>,
     name: String,
     block: usize,
+    /// Time spent in each stage of a point, for the closing line.
+    times: [f64; 5],
 }
 
+const STAGES: [&str; 5] = ["check", "write", "activate", "read", "remove"];
+
 impl Run<'_> {
+    fn lap(&mut self, stage: usize, t: &mut Instant) {
+        self.times[stage] += t.elapsed().as_secs_f64();
+        *t = Instant::now();
+    }
+
     fn point(&mut self, p: Point, origin: &[u8], cow: &[u8]) -> io::Result<Outcome> {
+        let mut t = Instant::now();
         let mut problems = Vec::new();
         let summary = check(
             &SliceIo(cow),
@@ -170,6 +183,7 @@ impl Run<'_> {
             &mut Progress::silent(),
             |pr| problems.push(pr.to_string()),
         )?;
+        self.lap(0, &mut t);
         if summary.errors > 0 || summary.warnings > 0 {
             return Ok(Outcome::Lost(format!(
                 "snap_check: {}",
@@ -184,6 +198,7 @@ impl Run<'_> {
         }
         self.scratch_origin = Some(origin.to_vec());
         write_all(&self.sc, 0, cow)?;
+        self.lap(1, &mut t);
         let dev = self.ctl.create(&self.name)?;
         let params = format!(
             "{} {} {} {}",
@@ -202,19 +217,22 @@ impl Run<'_> {
             self.ctl.remove(&self.name)?;
             return Ok(Outcome::Failed(format!("table refused: {e}")));
         }
-        let r = self.check_device(p, &dev, cow);
+        let r = self.check_device(p, &dev, cow, &mut t);
         self.ctl.remove(&self.name)?;
+        self.lap(4, &mut t);
         r
     }
 
     fn check_device(
-        &self,
+        &mut self,
         p: Point,
         dev: &snap_crash::dm::Device,
         cow: &[u8],
+        t: &mut Instant,
     ) -> io::Result<Outcome> {
         self.ctl.resume(&self.name)?;
         let status = self.ctl.status(&self.name)?;
+        self.lap(2, t);
         if status.starts_with("Invalid") {
             let valid = u32::from_le_bytes([cow[4], cow[5], cow[6], cow[7]]);
             return Ok(if valid == 0 {
@@ -227,6 +245,7 @@ impl Run<'_> {
         }
         let f = open_direct(&dev.node(), false)?;
         let view = read_all(&f, 0, self.a.origin_len as usize)?;
+        self.lap(3, t);
         Ok(match self.oracle.check(p, &view) {
             Ok(()) => Outcome::Good,
             Err(lost) => Outcome::Lost(lost.to_string()),
@@ -313,10 +332,23 @@ fn run(a: &Args) -> io::Result<(usize, usize, usize)> {
         scratch_origin: None,
         name: format!("crash-replay-{}", std::process::id()),
         block: log.sectorsize.max(512) as usize,
+        times: [0.0; 5],
     };
     let (mut lost, mut failed, mut reported) = (0, 0, 0);
+    // A point whose images equal those of the point tested before it (a
+    // flush after a flush, a mark that adds nothing) is skipped, not counted.
+    let (mut tested, mut same) = (0usize, 0usize);
+    let mut last_cow: Option<Vec<u8>> = None;
     for &p in &points {
         let st = replayer.state(p);
+        if run.scratch_origin.as_deref() == Some(&st.origin[..])
+            && last_cow.as_deref() == Some(&st.cow[..])
+        {
+            same += 1;
+            continue;
+        }
+        last_cow = Some(st.cow.to_vec());
+        tested += 1;
         let outcome = run.point(p, &st.origin, &st.cow)?;
         let line = match outcome {
             Outcome::Good => None,
@@ -335,6 +367,9 @@ fn run(a: &Args) -> io::Result<(usize, usize, usize)> {
             }
             reported += 1;
         }
+        if a.stop_after_lost.is_some_and(|n| lost >= n) {
+            break;
+        }
     }
     if reported > a.max_report {
         println!(
@@ -343,8 +378,24 @@ fn run(a: &Args) -> io::Result<(usize, usize, usize)> {
             reported - a.max_report
         );
     }
-    eprintln!("{}: {:.1} s", a.label, t0.elapsed().as_secs_f64());
-    Ok((points.len(), lost, failed))
+    let stages: Vec<String> = STAGES
+        .iter()
+        .zip(run.times)
+        .map(|(n, t)| format!("{n} {t:.1}"))
+        .collect();
+    eprintln!(
+        "{}: {:.1} s ({})",
+        a.label,
+        t0.elapsed().as_secs_f64(),
+        stages.join(", ")
+    );
+    if same > 0 {
+        eprintln!(
+            "{}: {same} points skipped: same images as the point before",
+            a.label
+        );
+    }
+    Ok((tested, lost, failed))
 }
 
 fn main() -> ExitCode {
