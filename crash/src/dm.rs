@@ -31,6 +31,13 @@ const DM_TABLE_STATUS: u32 = 12;
 const DM_TARGET_MSG: u32 = 14;
 
 const DM_SUSPEND_FLAG: u32 = 1 << 1;
+
+/// udev flags passed in the high half of `event_nr` (the uevent's
+/// `DM_COOKIE`), as libdevmapper does: skip the dm, subsystem, disk and
+/// other rules, so udev does not probe (open) the device and a remove right
+/// after does not find it busy. The low half, a semaphore id, stays 0: no
+/// one waits for udev.
+const UDEV_QUIET: u32 = 0x000f << 16;
 const DM_BUFFER_FULL_FLAG: u32 = 1 << 8;
 
 const fn request(nr: u32) -> u64 {
@@ -41,6 +48,8 @@ const fn request(nr: u32) -> u64 {
 /// An open `/dev/mapper/control`.
 pub struct Control {
     file: File,
+    busy: std::sync::atomic::AtomicU64,
+    errno: std::sync::atomic::AtomicI32,
 }
 
 /// A device created by [`Control::create`].
@@ -130,7 +139,11 @@ impl Control {
             .read(true)
             .write(true)
             .open("/dev/mapper/control")?;
-        Ok(Self { file })
+        Ok(Self {
+            file,
+            busy: std::sync::atomic::AtomicU64::new(0),
+            errno: std::sync::atomic::AtomicI32::new(0),
+        })
     }
 
     fn ioctl(&self, nr: u32, b: &mut Buf, what: &str) -> io::Result<()> {
@@ -138,6 +151,10 @@ impl Control {
         let r = unsafe { libc::ioctl(self.file.as_raw_fd(), request(nr) as _, b.0.as_mut_ptr()) };
         if r < 0 {
             let e = io::Error::last_os_error();
+            self.errno.store(
+                e.raw_os_error().unwrap_or(0),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             return Err(io::Error::new(e.kind(), format!("{what}: {e}")));
         }
         Ok(())
@@ -194,6 +211,7 @@ impl Control {
     /// The ioctl's error.
     pub fn resume(&self, name: &str) -> io::Result<()> {
         let mut b = Buf::new(name)?;
+        b.put_u32(32, UDEV_QUIET);
         self.ioctl(DM_DEV_SUSPEND, &mut b, &format!("resume {name}"))
     }
 
@@ -208,8 +226,8 @@ impl Control {
         self.ioctl(DM_DEV_SUSPEND, &mut b, &format!("suspend {name}"))
     }
 
-    /// Removes the device, retrying for a while when it is busy (udev may
-    /// hold it open for a moment after it appeared).
+    /// Removes the device, retrying for a while when it is busy (something
+    /// may hold it open for a moment after it appeared).
     ///
     /// # Errors
     ///
@@ -218,14 +236,26 @@ impl Control {
         let mut tries = 0;
         loop {
             let mut b = Buf::new(name)?;
+            b.put_u32(32, UDEV_QUIET);
             match self.ioctl(DM_DEV_REMOVE, &mut b, &format!("remove {name}")) {
                 Err(e) if e.kind() == io::ErrorKind::ResourceBusy && tries < 200 => {
                     tries += 1;
+                    self.busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     sleep(Duration::from_millis(25));
                 }
                 r => return r,
             }
         }
+    }
+
+    /// The errno of the last command that failed.
+    pub fn last_errno(&self) -> i32 {
+        self.errno.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many times a remove found its device busy and waited.
+    pub fn busy_retries(&self) -> u64 {
+        self.busy.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The status line of the device's (first) target, as `dmsetup status`

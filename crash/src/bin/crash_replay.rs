@@ -391,10 +391,11 @@ fn run(a: &Args) -> io::Result<(usize, usize, usize)> {
         .map(|(n, t)| format!("{n} {t:.1}"))
         .collect();
     eprintln!(
-        "{}: {:.1} s ({})",
+        "{}: {:.1} s ({}; {} busy removes retried)",
         a.label,
         t0.elapsed().as_secs_f64(),
-        stages.join(", ")
+        stages.join(", "),
+        run.ctl.busy_retries()
     );
     if same > 0 {
         eprintln!(
