@@ -19,6 +19,14 @@
 //!     the order in which writes to one block reached the device.
 //! crash_workload mark LOGDEV TEXT
 //!     a mark in the log
+//! crash_workload dm create NAME TABLE | reload NAME TABLE | suspend NAME |
+//!                   resume NAME | status NAME | remove NAME... |
+//!                   wait-merged NAME
+//!     device-mapper commands without dmsetup (much cheaper to start under
+//!     an emulated CPU): create prints the device's /dev/dm-N node; TABLE
+//!     is one line "START LENGTH TYPE PARAMS"; remove skips names that do
+//!     not exist; wait-merged polls a snapshot-merge device until its
+//!     merge is done and prints its status
 //! ```
 
 use std::fs::File;
@@ -35,6 +43,7 @@ use snap_crash::blockdev::open_direct;
 use snap_crash::blockdev::size;
 use snap_crash::blockdev::AlignedBuf;
 use snap_crash::dm::Control;
+use snap_crash::dm::Target;
 use snap_crash::tag::Kind;
 use snap_crash::tag::Tag;
 use snap_crash::tag::BLOCK;
@@ -43,7 +52,8 @@ fn usage() -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
         "usage: crash_workload fill DEV [BYTES] | garbage COW CHUNK_SECTORS RECORDS | \
-         write LOGDEV ORIGIN|- SNAPSHOT|- COUNT QD SEED FIRST_ID RANGE | mark LOGDEV TEXT",
+         write LOGDEV ORIGIN|- SNAPSHOT|- COUNT QD SEED FIRST_ID RANGE | mark LOGDEV TEXT | \
+         dm create|reload NAME TABLE | dm suspend|resume|status|wait-merged NAME | dm remove NAME...",
     )
 }
 
@@ -178,8 +188,83 @@ fn write(job: &WriteJob, qd: u64) -> io::Result<()> {
     })
 }
 
+fn table(line: &str) -> io::Result<(u64, u64, String, String)> {
+    let mut f = line.splitn(4, ' ');
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad table line: {line}"),
+        )
+    };
+    let start = f.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+    let len = f.next().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+    let kind = f.next().ok_or_else(bad)?.to_string();
+    Ok((start, len, kind, f.next().unwrap_or("").to_string()))
+}
+
+fn dm(args: &[String]) -> io::Result<()> {
+    const ENXIO: i32 = 6;
+    let ctl = Control::open()?;
+    let name = args.get(1).ok_or_else(usage)?;
+    let load = |line: Option<&String>| -> io::Result<()> {
+        let (start, len, kind, params) = table(line.ok_or_else(usage)?)?;
+        let t = [Target {
+            start,
+            len,
+            kind: &kind,
+            params: &params,
+        }];
+        ctl.load(name, &t)
+    };
+    match args.first().map(String::as_str) {
+        Some("create") => {
+            let d = ctl.create(name)?;
+            if let Err(e) = load(args.get(2)).and_then(|()| ctl.resume(name)) {
+                let _ = ctl.remove(name);
+                return Err(e);
+            }
+            println!("{}", d.node().display());
+            Ok(())
+        }
+        Some("reload") => load(args.get(2)),
+        Some("suspend") => ctl.suspend(name),
+        Some("resume") => ctl.resume(name),
+        Some("status") => {
+            println!("{}", ctl.status(name)?);
+            Ok(())
+        }
+        Some("remove") => {
+            for n in &args[1..] {
+                if let Err(e) = ctl.remove(n) {
+                    if ctl.last_errno() != ENXIO {
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(())
+        }
+        Some("wait-merged") => {
+            for _ in 0..3000 {
+                let st = ctl.status(name)?;
+                let mut f = st.split_whitespace();
+                let allocated = f.next().and_then(|a| a.split('/').next());
+                if allocated.is_some() && allocated == f.next() {
+                    println!("{st}");
+                    return Ok(());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(io::Error::other(format!(
+                "merge of {name} not done after 300 s"
+            )))
+        }
+        _ => Err(usage()),
+    }
+}
+
 fn run(args: &[String]) -> io::Result<()> {
     match args.first().map(String::as_str) {
+        Some("dm") => dm(&args[1..]),
         Some("fill") => fill(
             Path::new(args.get(1).ok_or_else(usage)?),
             args.get(2).map(|s| num(Some(s))).transpose()?,
