@@ -90,7 +90,9 @@ if [ "$host_only" -eq 0 ]; then
 	check "module clippy clean" no_warnings make -C "$TOP" -s clippy
 	check "module builds without warnings" no_warnings make -C "$TOP" -s modules
 
-	# --- the guest tests
+	# --- the guest tests (the crash replay wants its tools optimised:
+	# they rebuild and check hundreds of device images under TCG)
+	check "crash-replay tools build (release)" sh -c "cd '$TOP' && cargo build --release --locked -p dm-snap-crash"
 	log "guest tests"
 	out=$(mktemp)
 	"$TOP/tests/run-guest.sh" | tee "$out" || true

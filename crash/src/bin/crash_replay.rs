@@ -1,0 +1,434 @@
+// SPDX-License-Identifier: GPL-2.0-only
+
+//! Replays a dm-log-writes log of a snapshot's origin and COW device at
+//! every crash point, activates a snapshot over each and checks it.
+//!
+//! ```text
+//! crash_replay --log DEV --origin-len BYTES --cow-len BYTES --chunk SECTORS
+//!              --scratch-origin DEV --scratch-cow DEV --label TEXT
+//!              [--cow-start BYTES] [--type P|PO] [--from-mark TEXT]
+//!              [--points durable,mark-plus,torn,every] [--points-from MARK]
+//!              [--drop-commit K] [--stop-after-lost N] [--max-report N]
+//! ```
+//!
+//! The origin lies at byte 0 of the logged device, the COW device at
+//! `--cow-start` (default: right after the origin). Points start at the mark
+//! `--from-mark` (default `setup-done`), where the oracle also takes the
+//! origin's original contents, or at the later mark `--points-from`.
+//! `every` makes every entry a point (the `durable` points among them). `--drop-commit K` leaves the K-th FUA
+//! metadata write to the COW device (after the header) out of the replay,
+//! to show the oracle can fail.
+//!
+//! Prints a line for each point that fails and ends with
+//! `crash-replay LABEL: N points, N lost, N failed activations`. Exit
+//! status: 0 all points good, 3 some lost or failed, 2 the replay could not
+//! run.
+
+use std::io;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use snap_crash::blockdev::open_direct;
+use snap_crash::blockdev::read_all;
+use snap_crash::blockdev::write_all;
+use snap_crash::blockdev::write_changed;
+use snap_crash::blockdev::DirectReader;
+use snap_crash::dm::Control;
+use snap_crash::dm::Target;
+use snap_crash::log::Log;
+use snap_crash::log::FUA;
+use snap_crash::oracle::Oracle;
+use snap_crash::replay::crash_points;
+use snap_crash::replay::Geometry;
+use snap_crash::replay::Point;
+use snap_crash::replay::PointOptions;
+use snap_crash::replay::Replayer;
+use snap_crash::replay::Slice;
+use snap_tools::check::check;
+use snap_tools::check::CheckOptions;
+use snap_tools::check::Kind;
+use snap_tools::io::BlockIo;
+use snap_tools::progress::Progress;
+use snap_tools::snap_format::BlockSizes;
+
+struct Args {
+    log: PathBuf,
+    origin_len: u64,
+    cow_len: u64,
+    cow_start: Option<u64>,
+    chunk: u64,
+    kind: String,
+    scratch_origin: PathBuf,
+    scratch_cow: PathBuf,
+    label: String,
+    from_mark: String,
+    points: String,
+    points_from: Option<String>,
+    drop_commit: Option<usize>,
+    stop_after_lost: Option<usize>,
+    max_report: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        log: PathBuf::new(),
+        origin_len: 0,
+        cow_len: 0,
+        cow_start: None,
+        chunk: 0,
+        kind: "P".into(),
+        scratch_origin: PathBuf::new(),
+        scratch_cow: PathBuf::new(),
+        label: "replay".into(),
+        from_mark: "setup-done".into(),
+        points: "durable,mark-plus,torn".into(),
+        points_from: None,
+        drop_commit: None,
+        stop_after_lost: None,
+        max_report: 20,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next().ok_or_else(|| format!("{k} needs a value"))?;
+        let n = || {
+            v.parse::<u64>()
+                .map_err(|_| format!("{k}: not a number: {v}"))
+        };
+        match k.as_str() {
+            "--log" => a.log = v.clone().into(),
+            "--origin-len" => a.origin_len = n()?,
+            "--cow-len" => a.cow_len = n()?,
+            "--cow-start" => a.cow_start = Some(n()?),
+            "--chunk" => a.chunk = n()?,
+            "--type" => a.kind = v.clone(),
+            "--scratch-origin" => a.scratch_origin = v.clone().into(),
+            "--scratch-cow" => a.scratch_cow = v.clone().into(),
+            "--label" => a.label = v.clone(),
+            "--from-mark" => a.from_mark = v.clone(),
+            "--points" => a.points = v.clone(),
+            "--points-from" => a.points_from = Some(v.clone()),
+            "--drop-commit" => a.drop_commit = Some(n()? as usize),
+            "--stop-after-lost" => a.stop_after_lost = Some(n()? as usize),
+            "--max-report" => a.max_report = n()? as usize,
+            _ => return Err(format!("unknown option {k}")),
+        }
+    }
+    if a.origin_len == 0 || a.cow_len == 0 || a.chunk == 0 || a.log.as_os_str().is_empty() {
+        return Err("--log, --origin-len, --cow-len and --chunk are required".into());
+    }
+    Ok(a)
+}
+
+/// A COW image in memory, for snap_check.
+struct SliceIo<'a>(&'a [u8]);
+
+impl BlockIo for SliceIo<'_> {
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.0.len() as u64)
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let s = usize::try_from(offset).map_err(io::Error::other)?;
+        let src = self
+            .0
+            .get(s..s + buf.len())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+    fn write_at(&mut self, _: u64, _: &[u8]) -> io::Result<()> {
+        Err(io::Error::other("read-only"))
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+enum Outcome {
+    Good,
+    Lost(String),
+    Failed(String),
+}
+
+struct Run<'a> {
+    a: &'a Args,
+    ctl: Control,
+    oracle: Oracle,
+    blocks: BlockSizes,
+    so: std::fs::File,
+    sc: std::fs::File,
+    scratch_origin: Option<Vec<u8>>,
+    name: String,
+    block: usize,
+    /// Time spent in each stage of a point, for the closing line.
+    times: [f64; 5],
+}
+
+const STAGES: [&str; 5] = ["check", "write", "activate", "read", "remove"];
+
+impl Run<'_> {
+    fn lap(&mut self, stage: usize, t: &mut Instant) {
+        self.times[stage] += t.elapsed().as_secs_f64();
+        *t = Instant::now();
+    }
+
+    fn point(&mut self, p: Point, origin: &[u8], cow: &[u8]) -> io::Result<Outcome> {
+        let mut t = Instant::now();
+        // A store marked invalid, or none yet, is a state a crash may
+        // leave; whether the snapshot loads accordingly is checked below.
+        let mut problems = Vec::new();
+        check(
+            &SliceIo(cow),
+            &CheckOptions {
+                blocks: self.blocks,
+                duplicates: true,
+            },
+            &mut Progress::silent(),
+            |pr| {
+                if !matches!(pr.kind, Kind::SnapshotInvalid | Kind::NoStore) {
+                    problems.push(pr.to_string());
+                }
+            },
+        )?;
+        self.lap(0, &mut t);
+        if !problems.is_empty() {
+            return Ok(Outcome::Lost(format!(
+                "snap_check: {}",
+                problems.join("; ")
+            )));
+        }
+        match &self.scratch_origin {
+            Some(old) => {
+                write_changed(&self.so, old, origin, self.block)?;
+            }
+            None => write_all(&self.so, 0, origin)?,
+        }
+        self.scratch_origin = Some(origin.to_vec());
+        write_all(&self.sc, 0, cow)?;
+        self.lap(1, &mut t);
+        let dev = self.ctl.create(&self.name)?;
+        let params = format!(
+            "{} {} {} {}",
+            self.a.scratch_origin.display(),
+            self.a.scratch_cow.display(),
+            self.a.kind,
+            self.a.chunk
+        );
+        let table = [Target {
+            start: 0,
+            len: self.a.origin_len / 512,
+            kind: "snapshot",
+            params: &params,
+        }];
+        if let Err(e) = self.ctl.load(&self.name, &table) {
+            self.ctl.remove(&self.name)?;
+            return Ok(Outcome::Failed(format!("table refused: {e}")));
+        }
+        let r = self.check_device(p, &dev, cow, &mut t);
+        self.ctl.remove(&self.name)?;
+        self.lap(4, &mut t);
+        r
+    }
+
+    fn check_device(
+        &mut self,
+        p: Point,
+        dev: &snap_crash::dm::Device,
+        cow: &[u8],
+        t: &mut Instant,
+    ) -> io::Result<Outcome> {
+        self.ctl.resume(&self.name)?;
+        let status = self.ctl.status(&self.name)?;
+        self.lap(2, t);
+        if status.starts_with("Invalid") {
+            let valid = u32::from_le_bytes([cow[4], cow[5], cow[6], cow[7]]);
+            return Ok(if valid == 0 {
+                Outcome::Good
+            } else {
+                Outcome::Lost(format!(
+                    "snapshot loads Invalid but the COW header says valid ({valid})"
+                ))
+            });
+        }
+        let f = open_direct(&dev.node(), false)?;
+        let view = read_all(&f, 0, self.a.origin_len as usize)?;
+        self.lap(3, t);
+        Ok(match self.oracle.check(p, &view) {
+            Ok(()) => Outcome::Good,
+            Err(lost) => Outcome::Lost(lost.to_string()),
+        })
+    }
+}
+
+fn run(a: &Args) -> io::Result<(usize, usize, usize)> {
+    let t0 = Instant::now();
+    let log = Log::parse(DirectReader::new(open_direct(&a.log, false)?, 1 << 20))
+        .map_err(io::Error::other)?;
+    let geo = Geometry {
+        origin_start: 0,
+        origin_len: a.origin_len,
+        cow_start: a.cow_start.unwrap_or(a.origin_len),
+        cow_len: a.cow_len,
+    };
+    let from = log
+        .find_mark(&a.from_mark)
+        .ok_or_else(|| io::Error::other(format!("no mark {} in the log", a.from_mark)))?;
+    let mut replayer = Replayer::new(&log, geo);
+    let original = replayer.advance(from + 1).origin.clone();
+    let oracle = Oracle::new(&log, &geo, original, replayer.acks());
+    let opts = if a.points == "every" {
+        PointOptions {
+            from: from + 1,
+            durable: false,
+            mark_plus: false,
+            torn: false,
+            every: true,
+        }
+    } else {
+        let has = |s: &str| a.points.split(',').any(|p| p == s);
+        PointOptions {
+            from: from + 1,
+            durable: has("durable"),
+            mark_plus: has("mark-plus"),
+            torn: has("torn"),
+            every: false,
+        }
+    };
+    let points = crash_points(&log, &opts);
+    if let Some(k) = a.drop_commit {
+        let commits: Vec<usize> = log
+            .entries
+            .iter()
+            .enumerate()
+            .skip(from + 1)
+            .filter(|(_, e)| e.is_write() && e.flags & FUA != 0)
+            .filter(|(_, e)| {
+                geo.split(e.offset, e.len)
+                    .iter()
+                    .any(|&(s, at, _, _)| s == Slice::Cow && at > 0)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let i = *commits
+            .get(k.saturating_sub(1))
+            .ok_or_else(|| io::Error::other(format!("no metadata write {k} to drop")))?;
+        println!(
+            "{}: dropping metadata write at entry {i} ({} bytes at COW offset {})",
+            a.label,
+            log.entries[i].len,
+            log.entries[i].offset - geo.cow_start
+        );
+        replayer.drop_entries(vec![i]);
+    }
+    eprintln!(
+        "{}: log of {} entries (sectorsize {}), {} snapshot writes, {} crash points",
+        a.label,
+        log.entries.len(),
+        log.sectorsize,
+        oracle.snapshot_writes(),
+        points.len()
+    );
+    let mut run = Run {
+        a,
+        ctl: Control::open()?,
+        oracle,
+        blocks: BlockSizes::new(log.sectorsize, log.sectorsize)
+            .map_err(|e| io::Error::other(e.to_string()))?,
+        so: open_direct(&a.scratch_origin, true)?,
+        sc: open_direct(&a.scratch_cow, true)?,
+        scratch_origin: None,
+        name: format!("crash-replay-{}", std::process::id()),
+        block: log.sectorsize.max(512) as usize,
+        times: [0.0; 5],
+    };
+    let (mut lost, mut failed, mut reported) = (0, 0, 0);
+    // A point whose images equal those of the point tested before it (a
+    // flush after a flush, a mark that adds nothing) is skipped, not counted.
+    let (mut tested, mut same) = (0usize, 0usize);
+    let mut last_cow: Option<Vec<u8>> = None;
+    for &p in &points {
+        let st = replayer.state(p);
+        if run.scratch_origin.as_deref() == Some(&st.origin[..])
+            && last_cow.as_deref() == Some(&st.cow[..])
+        {
+            same += 1;
+            continue;
+        }
+        last_cow = Some(st.cow.to_vec());
+        tested += 1;
+        let outcome = run.point(p, &st.origin, &st.cow)?;
+        let line = match outcome {
+            Outcome::Good => None,
+            Outcome::Lost(why) => {
+                lost += 1;
+                Some(format!("LOST {} {p}: {why}", a.label))
+            }
+            Outcome::Failed(why) => {
+                failed += 1;
+                Some(format!("FAILED-ACTIVATION {} {p}: {why}", a.label))
+            }
+        };
+        if let Some(l) = line {
+            if reported < a.max_report {
+                println!("{l}");
+            }
+            reported += 1;
+        }
+        if a.stop_after_lost.is_some_and(|n| lost >= n) {
+            break;
+        }
+    }
+    if reported > a.max_report {
+        println!(
+            "{}: {} more failing points not shown",
+            a.label,
+            reported - a.max_report
+        );
+    }
+    let stages: Vec<String> = STAGES
+        .iter()
+        .zip(run.times)
+        .map(|(n, t)| format!("{n} {t:.1}"))
+        .collect();
+    eprintln!(
+        "{}: {:.1} s ({}; {} busy removes retried)",
+        a.label,
+        t0.elapsed().as_secs_f64(),
+        stages.join(", "),
+        run.ctl.busy_retries()
+    );
+    if same > 0 {
+        eprintln!(
+            "{}: {same} points skipped: same images as the point before",
+            a.label
+        );
+    }
+    Ok((tested, lost, failed))
+}
+
+fn main() -> ExitCode {
+    let a = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("crash_replay: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&a) {
+        Ok((n, lost, failed)) => {
+            println!(
+                "crash-replay {}: {n} points, {lost} lost, {failed} failed activations",
+                a.label
+            );
+            if lost + failed > 0 {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("crash_replay {}: {e}", a.label);
+            ExitCode::from(2)
+        }
+    }
+}
