@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::fmt;
 
 use crate::log::Log;
+use crate::replay::tagged_blocks;
 use crate::replay::Geometry;
 use crate::replay::Point;
 use crate::replay::Slice;
@@ -68,31 +69,18 @@ impl Oracle {
     /// The oracle of `log`, given the origin at the `setup-done` mark.
     pub fn new(log: &Log, geo: &Geometry, original: Vec<u8>, acks: &HashMap<u64, usize>) -> Self {
         let mut writes: HashMap<u64, Vec<SnapWrite>> = HashMap::new();
-        for (i, e) in log.entries.iter().enumerate() {
-            if !e.is_write() {
+        for b in tagged_blocks(log, geo, Slice::Cow) {
+            let t = b.tag;
+            if t.kind != Kind::Snapshot || !b.intact {
                 continue;
             }
-            for (s, _at, from, n) in geo.split(e.offset, e.len) {
-                if s != Slice::Cow {
-                    continue;
-                }
-                let mut k = 0;
-                while k + BLOCK as u64 <= n {
-                    let src = &e.data[(from + k) as usize..(from + k) as usize + BLOCK];
-                    if let Some(t) =
-                        Tag::parse(src).filter(|t| t.kind == Kind::Snapshot && t.matches(src))
-                    {
-                        let v = writes.entry(t.offset).or_default();
-                        if !v.iter().any(|w| w.id == t.id) {
-                            v.push(SnapWrite {
-                                id: t.id,
-                                first_entry: i,
-                                ack: acks.get(&t.id).copied(),
-                            });
-                        }
-                    }
-                    k += BLOCK as u64;
-                }
+            let v = writes.entry(t.offset).or_default();
+            if !v.iter().any(|w| w.id == t.id) {
+                v.push(SnapWrite {
+                    id: t.id,
+                    first_entry: b.entry,
+                    ack: acks.get(&t.id).copied(),
+                });
             }
         }
         Self { original, writes }

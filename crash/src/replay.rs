@@ -73,6 +73,51 @@ impl Geometry {
     }
 }
 
+/// A 4 KiB block of a logged write that carries a workload tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaggedBlock {
+    /// Index of the log entry.
+    pub entry: usize,
+    /// Byte offset in the slice.
+    pub at: u64,
+    /// Byte offset in the entry's data.
+    pub from: u64,
+    /// The tag.
+    pub tag: Tag,
+    /// Whether the whole block is what the tag says (not torn or mixed).
+    pub intact: bool,
+}
+
+/// Every tagged 4 KiB block the log's writes put on `slice`, in log order.
+pub fn tagged_blocks(log: &Log, geo: &Geometry, slice: Slice) -> Vec<TaggedBlock> {
+    let mut out = Vec::new();
+    for (i, e) in log.entries.iter().enumerate() {
+        if !e.is_write() {
+            continue;
+        }
+        for (s, at, from, n) in geo.split(e.offset, e.len) {
+            if s != slice {
+                continue;
+            }
+            let mut k = 0;
+            while k + BLOCK as u64 <= n {
+                let src = &e.data[(from + k) as usize..(from + k) as usize + BLOCK];
+                if let Some(tag) = Tag::parse(src) {
+                    out.push(TaggedBlock {
+                        entry: i,
+                        at: at + k,
+                        from: from + k,
+                        intact: tag.matches(src),
+                        tag,
+                    });
+                }
+                k += BLOCK as u64;
+            }
+        }
+    }
+    out
+}
+
 /// The contents of the two slices.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Images {
@@ -284,32 +329,16 @@ pub struct Replayer<'l> {
 impl<'l> Replayer<'l> {
     /// A replayer starting from zeroed slices.
     pub fn new(log: &'l Log, geo: Geometry) -> Self {
-        let mut origin_blocks = Vec::new();
-        for (i, e) in log.entries.iter().enumerate() {
-            if !e.is_write() {
-                continue;
-            }
-            for (s, at, from, n) in geo.split(e.offset, e.len) {
-                if s != Slice::Origin {
-                    continue;
-                }
-                let mut k = 0;
-                while k + BLOCK as u64 <= n {
-                    let src = &e.data[(from + k) as usize..(from + k) as usize + BLOCK];
-                    if let Some(t) = Tag::parse(src) {
-                        if t.kind == Kind::Origin && (at + k) % BLOCK as u64 == 0 {
-                            origin_blocks.push(OriginBlock {
-                                entry: i,
-                                from: from + k,
-                                at: at + k,
-                                id: t.id,
-                            });
-                        }
-                    }
-                    k += BLOCK as u64;
-                }
-            }
-        }
+        let origin_blocks = tagged_blocks(log, &geo, Slice::Origin)
+            .into_iter()
+            .filter(|b| b.tag.kind == Kind::Origin && b.at % BLOCK as u64 == 0)
+            .map(|b| OriginBlock {
+                entry: b.entry,
+                from: b.from,
+                at: b.at,
+                id: b.tag.id,
+            })
+            .collect();
         Self {
             log,
             geo,
