@@ -22,7 +22,6 @@ use kernel::{
     prelude::*,
     str::CStr,
     types::Opaque,
-    workqueue::Queue,
 };
 
 /// Where the work of a queue runs. A queue has exactly one placement: the
@@ -74,6 +73,11 @@ impl core::ops::BitOr for Flags {
 
 /// A workqueue allocated by [`OwnedQueue::new`] and destroyed on drop.
 ///
+/// It hands out no [`kernel::workqueue::Queue`]: through one, delayed work
+/// could be queued whose timer `destroy_workqueue()` does not wait for, and
+/// that timer would then queue work on a freed workqueue. The only way to
+/// run work here is [`OwnedQueue::run_sync`], which waits for it.
+///
 /// # Invariants
 ///
 /// `ptr` points to a workqueue returned by `alloc_workqueue()` that has not
@@ -116,13 +120,6 @@ impl OwnedQueue {
         Ok(Self {
             ptr: NonNull::new(ptr).ok_or(ENOMEM)?,
         })
-    }
-
-    /// Returns the queue as a [`Queue`], to enqueue regular work items.
-    pub fn queue(&self) -> &Queue {
-        // SAFETY: By the type invariant the workqueue is valid until `self`
-        // is dropped, which the returned borrow outlives not.
-        unsafe { Queue::from_raw(self.ptr.as_ptr()) }
     }
 
     /// Runs `f` on this workqueue and waits until it has run, returning its
