@@ -24,6 +24,8 @@
 //! flush completes (just before that flush's entry); FUA writes and marks
 //! are logged at once.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::io;
 use std::io::Read;

@@ -15,6 +15,8 @@
 //! origin write reach the disk before the exception that saves the old
 //! data was durable shows the new data instead, and is caught here.
 
+#![forbid(unsafe_code)]
+
 use std::collections::HashMap;
 use std::fmt;
 

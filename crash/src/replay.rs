@@ -19,6 +19,8 @@
 //! [`Replayer`] keeps the images in memory and applies the log forward, so
 //! points must be visited in the order [`crash_points`] gives.
 
+#![forbid(unsafe_code)]
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;

@@ -16,6 +16,8 @@
 //! | 24..32 | byte offset on the device the block was written to |
 //! | 32..4096 | fill derived from the three fields above |
 
+#![forbid(unsafe_code)]
+
 /// Size of a tagged block.
 pub const BLOCK: usize = 4096;
 

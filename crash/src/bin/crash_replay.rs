@@ -24,6 +24,8 @@
 //! status: 0 all points good, 3 some lost or failed, 2 the replay could not
 //! run.
 
+#![forbid(unsafe_code)]
+
 use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;

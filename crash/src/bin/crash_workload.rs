@@ -29,6 +29,8 @@
 //!     merge is done and prints its status
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
