@@ -461,6 +461,7 @@ impl ExceptionStore for PersistentStore {
         let decision = format::read_header(&header_buf, table, blocks, |w| {
             crate::dm_warn!(PREFIX, "{}", w);
         })
+        .and_then(|d| d.check_device(store.cow().nr_sectors()))
         .map_err(report)?;
         let layout = decision.layout();
         store.set_chunk_size(layout.chunk_sectors())?;

@@ -305,6 +305,17 @@ pub enum Error {
         /// Why it was refused.
         reason: ChunkSizeError,
     },
+    /// The chunk size in the header is too large for the COW device to hold
+    /// the header chunk and metadata area 0.
+    ///
+    /// No C check (C allocates three chunk-sized buffers first, then its
+    /// read of area 0 fails, or an invalid snapshot loads), `-EINVAL`.
+    OnDiskChunkBeyondDevice {
+        /// The chunk size found on disk, in sectors.
+        chunk_size: u32,
+        /// Sectors of the COW device.
+        cow_sectors: u64,
+    },
     /// The chunk size of the table is refused by the chunk-size rules.
     ///
     /// C: `dm_exception_store_set_chunk_size()` setting `ti->error`; the
@@ -517,6 +528,7 @@ impl Error {
             }
             Self::UnsupportedVersion { .. }
             | Self::InvalidOnDiskChunkSize { .. }
+            | Self::OnDiskChunkBeyondDevice { .. }
             | Self::InvalidChunkSize { .. }
             | Self::InvalidBlockSize { .. }
             | Self::BufferSize { .. }
@@ -562,6 +574,13 @@ impl fmt::Display for Error {
             Self::InvalidOnDiskChunkSize { chunk_size, reason } => {
                 write!(f, "invalid on-disk chunk size {chunk_size}: {reason}.")
             }
+            Self::OnDiskChunkBeyondDevice {
+                chunk_size,
+                cow_sectors,
+            } => write!(
+                f,
+                "on-disk chunk size {chunk_size} leaves no room for the header and metadata area 0 on a COW device of {cow_sectors} sectors"
+            ),
             Self::InvalidChunkSize { reason, .. } => write!(f, "{reason}"),
             Self::InvalidBlockSize { bytes } => write!(
                 f,
@@ -1486,6 +1505,31 @@ impl HeaderDecision {
     pub const fn layout(&self) -> Layout {
         match self {
             Self::New(l) | Self::Valid(l) | Self::Invalid(l) => *l,
+        }
+    }
+
+    /// Checks that a store found on disk fits its COW device of
+    /// `cow_sectors`: the header chunk and metadata area 0 lie on it. Call it
+    /// before allocating anything of the header's chunk size, which a
+    /// hostile header may set far beyond the device. A new store is checked
+    /// where area 0 is written. No C counterpart.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::OnDiskChunkBeyondDevice`] if they do not fit.
+    pub fn check_device(self, cow_sectors: u64) -> Result<Self, Error> {
+        match self {
+            Self::New(_) => Ok(self),
+            Self::Valid(l) | Self::Invalid(l) => {
+                if l.device_chunks(cow_sectors) >= 2 {
+                    Ok(self)
+                } else {
+                    Err(Error::OnDiskChunkBeyondDevice {
+                        chunk_size: l.chunk_sectors(),
+                        cow_sectors,
+                    })
+                }
+            }
         }
     }
 }

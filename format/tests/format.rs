@@ -378,6 +378,42 @@ fn header_marked_invalid_loads_as_invalid() {
 }
 
 #[test]
+fn store_whose_chunk_leaves_no_room_for_area_0_is_refused_before_any_allocation() {
+    // 2^20-sector chunks named by a 16-byte header on a 1 MiB device: valid
+    // or not, the device cannot hold the header chunk and area 0.
+    for valid in [0, 1] {
+        let (r, _) = decide(
+            &header_bytes(SNAP_MAGIC, valid, 1, 1 << 20),
+            16,
+            BlockSizes::SECTOR,
+        );
+        let e = r.unwrap().check_device(2048).unwrap_err();
+        assert_eq!(
+            e,
+            Error::OnDiskChunkBeyondDevice {
+                chunk_size: 1 << 20,
+                cow_sectors: 2048
+            }
+        );
+        assert_eq!(e.errno(), errno::EINVAL);
+        assert_eq!(e.c_log_level(), Some(LogLevel::Err));
+    }
+    // Exactly the header chunk and area 0 fit.
+    let d = decide(&header_bytes(SNAP_MAGIC, 1, 1, 16), 16, BlockSizes::SECTOR).0;
+    assert_eq!(
+        d.unwrap().check_device(32),
+        Ok(HeaderDecision::Valid(layout(16)))
+    );
+    assert!(d.unwrap().check_device(31).is_err());
+    // A new store is checked where area 0 is written, not here.
+    let d = decide(&header_bytes(0, 0, 0, 0), 16, BlockSizes::SECTOR).0;
+    assert_eq!(
+        d.unwrap().check_device(8),
+        Ok(HeaderDecision::New(layout(16)))
+    );
+}
+
+#[test]
 fn on_disk_chunk_size_overrides_table_and_warns_only_if_supplied() {
     let b = header_bytes(SNAP_MAGIC, 1, 1, 64);
     let (r, w) = decide(&b, 16, BlockSizes::SECTOR);

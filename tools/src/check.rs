@@ -147,9 +147,9 @@ impl Kind {
         match e {
             Error::InvalidOrCorrupt { .. } => Self::BadMagic,
             Error::UnsupportedVersion { .. } => Self::BadVersion,
-            Error::InvalidOnDiskChunkSize { .. } | Error::InvalidChunkSize { .. } => {
-                Self::BadChunkSize
-            }
+            Error::InvalidOnDiskChunkSize { .. }
+            | Error::InvalidChunkSize { .. }
+            | Error::OnDiskChunkBeyondDevice { .. } => Self::BadChunkSize,
             Error::AreaBeyondDevice { .. } => Self::AreaBeyondDevice,
             Error::NewChunkBeyondDevice { .. } => Self::NewChunkBeyondDevice,
             Error::NewChunkIsMetadata { .. } => Self::NewChunkIsMetadata,

@@ -102,12 +102,14 @@ pub fn read_device_header<I: BlockIo>(
     let mut buf = vec![0u8; len];
     io.read_at(0, &mut buf)?;
     let header = DiskHeader::decode(&buf).map_err(|e| io::Error::other(e.to_string()))?;
-    let decision =
-        TableChunkSize::new(0, blocks).and_then(|table| read_header(&buf, table, blocks, |_| {}));
+    let cow_sectors = cow_bytes / u64::from(SECTOR_SIZE);
+    let decision = TableChunkSize::new(0, blocks)
+        .and_then(|table| read_header(&buf, table, blocks, |_| {}))
+        .and_then(|d| d.check_device(cow_sectors));
     Ok(HeaderInfo {
         header,
         cow_bytes,
-        cow_sectors: cow_bytes / u64::from(SECTOR_SIZE),
+        cow_sectors,
         decision,
     })
 }
