@@ -24,6 +24,8 @@ accel=$(vm_accel "$KDIR")
 [ "$accel" = tcg ] && VNG_OPTS+=(--disable-kvm)
 log "booting $(basename "$(dirname "$KDIR")") with $accel"
 
+# DMSNAP_KERNEL_ARGS: extra kernel command-line arguments.
+[ -n "${DMSNAP_KERNEL_ARGS:-}" ] && VNG_OPTS+=(--append "$DMSNAP_KERNEL_ARGS")
 cmd=$(printf '%q ' "$@")
 exec vng --run "$KDIR" --disable-microvm --cpus "${DMSNAP_VM_CPUS:-2}" --memory 1G ${verbose:+"$verbose"} \
 	--cwd "$TOP" "${VNG_OPTS[@]}" --exec "$cmd"

@@ -64,6 +64,20 @@ _run_cleanups() {
 }
 trap _run_cleanups EXIT
 
+# --- kernel reports
+# c_store_reports_begin / c_store_reports_end: the kernel reports (WARNING,
+# BUG...) logged between these two calls are the C store's, reported by
+# the harness but not failing the test. Call them only around a phase that
+# runs with our module unloaded (in_store c), so that nothing of ours can
+# hide there.
+c_store_reports_begin() {
+	[ ! -d /sys/module/dm_snap_persistent ] || fail "c_store_reports_begin: our module is loaded"
+	echo "dmsnap-test: c-store-reports begin" > /dev/kmsg
+}
+c_store_reports_end() {
+	echo "dmsnap-test: c-store-reports end" > /dev/kmsg
+}
+
 # --- modules
 # load_dm_snapshot c|none: load dm-snapshot with its C persistent store
 # registered (c) or left out (none). Unloads a dm-snapshot loaded otherwise.
