@@ -14,6 +14,8 @@
 //! - [`oracle`]: what the snapshot must show at a crash point.
 //! - [`dm`]: a minimal device-mapper ioctl client.
 //! - [`blockdev`]: aligned buffers and `O_DIRECT` I/O.
+//! - [`hostile`]: hostile COW images (fuzz corpus and mutants of valid
+//!   stores) and the format core's verdict on each, for `hostile_load`.
 //!
 //! The crash model is described in `Documentation/crash-model.md`.
 
@@ -21,6 +23,7 @@
 
 pub mod blockdev;
 pub mod dm;
+pub mod hostile;
 pub mod log;
 pub mod oracle;
 pub mod replay;

@@ -1,0 +1,326 @@
+// SPDX-License-Identifier: GPL-2.0-only
+
+//! Loads hostile COW images under the snapshot target and compares what the
+//! kernel does with the format core's verdict on each.
+//!
+//! ```text
+//! hostile_load CORPUS_DIR SCRATCH_DEV ORIGIN_DEV [--mutants N] [--seed S]
+//! ```
+//!
+//! The images are every file of `CORPUS_DIR` (inputs of the `parse_cow`
+//! fuzz target: a control byte that gives the table chunk size, then the
+//! image) and `N` mutants (default 240) of valid stores
+//! ([`snap_crash::hostile`]). Each is written at the start of `SCRATCH_DEV`
+//! and a dm-linear slice of exactly its sectors, `hostile-cow`, becomes the
+//! COW device of a snapshot `hostile-snap` of `ORIGIN_DEV` (`P`, the
+//! image's table chunk size). The load must succeed exactly when the format
+//! core accepts the image, the status must show what the core expects, and
+//! the slice must read back unchanged after the snapshot is removed unless
+//! the store had to write (a new store, records to clear after an end
+//! marker).
+//!
+//! Prints one line per image and one `FAIL` line per violation, then
+//! `hostile: N images (C corpus, M mutants), A accepted, R refused, F
+//! failures`. Exit status: 0 no failure, 1 failures or fewer than 200
+//! mutants, 2 the run could not be done.
+
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use snap_crash::blockdev::open_direct;
+use snap_crash::blockdev::read_all;
+use snap_crash::blockdev::size;
+use snap_crash::blockdev::write_all;
+use snap_crash::dm::Control;
+use snap_crash::dm::Device;
+use snap_crash::dm::Target;
+use snap_crash::hostile::bases;
+use snap_crash::hostile::corpus_image;
+use snap_crash::hostile::expect;
+use snap_crash::hostile::judge;
+use snap_crash::hostile::mutants;
+use snap_crash::hostile::Kernel;
+use snap_crash::hostile::Observed;
+use snap_crash::hostile::DEFAULT_MUTANTS;
+use snap_crash::hostile::MIN_MUTANTS;
+use snap_crash::hostile::SECTOR;
+
+const COW: &str = "hostile-cow";
+const SNAP: &str = "hostile-snap";
+
+struct Args {
+    corpus: PathBuf,
+    scratch: PathBuf,
+    origin: PathBuf,
+    mutants: usize,
+    seed: u64,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut positional = Vec::new();
+    let (mut mutants, mut seed) = (DEFAULT_MUTANTS, 1u64);
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--mutants" | "--seed" => {
+                let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
+                let n = v
+                    .parse::<u64>()
+                    .map_err(|_| format!("{a}: not a number: {v}"))?;
+                if a == "--seed" {
+                    seed = n;
+                } else {
+                    mutants = usize::try_from(n).map_err(|e| e.to_string())?;
+                }
+            }
+            _ if a.starts_with("--") => return Err(format!("unknown option {a}")),
+            _ => positional.push(PathBuf::from(a)),
+        }
+    }
+    let [corpus, scratch, origin] = <[PathBuf; 3]>::try_from(positional).map_err(|_| {
+        "usage: hostile_load CORPUS_DIR SCRATCH_DEV ORIGIN_DEV [--mutants N] [--seed S]".to_string()
+    })?;
+    Ok(Args {
+        corpus,
+        scratch,
+        origin,
+        mutants,
+        seed,
+    })
+}
+
+/// An image to load: its label, table chunk size and bytes.
+struct Image {
+    label: String,
+    table_chunk: u32,
+    bytes: Vec<u8>,
+}
+
+fn corpus(dir: &Path) -> io::Result<Vec<Image>> {
+    let mut paths = Vec::new();
+    for e in fs::read_dir(dir)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?
+    {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            paths.push(e.path());
+        }
+    }
+    paths.sort();
+    let mut out = Vec::new();
+    for p in paths {
+        let name = p
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let input =
+            fs::read(&p).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
+        match corpus_image(&input) {
+            Some((table_chunk, bytes)) => out.push(Image {
+                label: format!("corpus {name}"),
+                table_chunk,
+                bytes,
+            }),
+            None => eprintln!("hostile: corpus {name}: empty, skipped"),
+        }
+    }
+    if out.is_empty() {
+        return Err(io::Error::other(format!(
+            "no corpus image in {}",
+            dir.display()
+        )));
+    }
+    Ok(out)
+}
+
+/// The devices and the device-mapper client of a run.
+struct Rig {
+    ctl: Control,
+    scratch: File,
+    scratch_path: PathBuf,
+    origin: PathBuf,
+    origin_sectors: u64,
+}
+
+impl Rig {
+    /// Loads `image` as the COW device of a snapshot and reports what the
+    /// kernel did; the devices made are removed again.
+    fn load(&self, image: &[u8], table_chunk: u32) -> io::Result<Observed> {
+        if image.is_empty() || !image.len().is_multiple_of(SECTOR) {
+            return Err(io::Error::other("an image of no or partial sectors"));
+        }
+        write_all(&self.scratch, 0, image)?;
+        let cow = self.ctl.create(COW)?;
+        let r = self.over_slice(&cow, image, table_chunk);
+        let removed = self.ctl.remove(COW);
+        let seen = r?;
+        removed?;
+        Ok(seen)
+    }
+
+    fn over_slice(&self, cow: &Device, image: &[u8], table_chunk: u32) -> io::Result<Observed> {
+        let linear = format!("{} 0", self.scratch_path.display());
+        let table = [Target {
+            start: 0,
+            len: (image.len() / SECTOR) as u64,
+            kind: "linear",
+            params: &linear,
+        }];
+        self.ctl.load(COW, &table)?;
+        self.ctl.resume(COW)?;
+        let before = read_all(&open_direct(&cow.node(), false)?, 0, image.len())?;
+        if before != image {
+            return Err(io::Error::other(
+                "the COW slice does not read back the image",
+            ));
+        }
+        let kernel = self.activate(cow, table_chunk)?;
+        let after = read_all(&open_direct(&cow.node(), false)?, 0, image.len())?;
+        Ok(Observed {
+            kernel,
+            written: after != before,
+        })
+    }
+
+    fn activate(&self, cow: &Device, table_chunk: u32) -> io::Result<Kernel> {
+        self.ctl.create(SNAP)?;
+        let params = format!(
+            "{} {} P {table_chunk}",
+            self.origin.display(),
+            cow.node().display()
+        );
+        let table = [Target {
+            start: 0,
+            len: self.origin_sectors,
+            kind: "snapshot",
+            params: &params,
+        }];
+        let kernel = match self.ctl.load(SNAP, &table) {
+            Err(_) => Kernel::Refused(self.ctl.last_errno()),
+            Ok(()) => Kernel::Accepted(
+                match self.ctl.resume(SNAP).and_then(|()| self.ctl.status(SNAP)) {
+                    Ok(status) => status,
+                    Err(e) => format!("({e})"),
+                },
+            ),
+        };
+        self.ctl.remove(SNAP)?;
+        Ok(kernel)
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    corpus: usize,
+    mutants: usize,
+    accepted: usize,
+    refused: usize,
+    failures: usize,
+}
+
+fn run(a: &Args) -> io::Result<Tally> {
+    let t0 = Instant::now();
+    let mut images = corpus(&a.corpus)?;
+    let mut t = Tally {
+        corpus: images.len(),
+        ..Tally::default()
+    };
+    let bases = bases().map_err(|e| io::Error::other(format!("base images: {e}")))?;
+    for (i, m) in mutants(&bases, a.mutants, a.seed).into_iter().enumerate() {
+        images.push(Image {
+            label: format!("mutant {i} ({m})"),
+            table_chunk: m.table_chunk,
+            bytes: m.bytes,
+        });
+    }
+    let scratch = open_direct(&a.scratch, true)?;
+    let largest = images.iter().map(|i| i.bytes.len()).max().unwrap_or(0);
+    if size(&scratch)? < largest as u64 {
+        return Err(io::Error::other(format!(
+            "{} is smaller than the largest image ({largest} bytes)",
+            a.scratch.display()
+        )));
+    }
+    let rig = Rig {
+        ctl: Control::open()?,
+        scratch,
+        scratch_path: a.scratch.clone(),
+        origin: a.origin.clone(),
+        origin_sectors: size(&File::open(&a.origin)?)? / SECTOR as u64,
+    };
+    for (i, img) in images.iter().enumerate() {
+        let expected = expect(&img.bytes, img.table_chunk)?;
+        let seen = match rig.load(&img.bytes, img.table_chunk) {
+            Ok(seen) => seen,
+            Err(e) => {
+                // Leave no device behind: each may or may not exist.
+                let _ = rig.ctl.remove(SNAP);
+                let _ = rig.ctl.remove(COW);
+                return Err(io::Error::new(e.kind(), format!("{}: {e}", img.label)));
+            }
+        };
+        match seen.kernel {
+            Kernel::Accepted(_) => t.accepted += 1,
+            Kernel::Refused(_) => t.refused += 1,
+        }
+        t.mutants += usize::from(i >= t.corpus);
+        println!(
+            "{}, {} bytes: core {expected}; kernel {}{}",
+            img.label,
+            img.bytes.len(),
+            seen.kernel,
+            if seen.written { ", written" } else { "" }
+        );
+        for v in judge(&expected, &seen) {
+            println!("FAIL {}: {v}", img.label);
+            t.failures += 1;
+        }
+    }
+    eprintln!(
+        "hostile: {:.1} s, {} busy removes retried",
+        t0.elapsed().as_secs_f64(),
+        rig.ctl.busy_retries()
+    );
+    Ok(t)
+}
+
+fn main() -> ExitCode {
+    let a = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("hostile_load: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&a) {
+        Ok(t) => {
+            println!(
+                "hostile: {} images ({} corpus, {} mutants), {} accepted, {} refused, {} failures",
+                t.corpus + t.mutants,
+                t.corpus,
+                t.mutants,
+                t.accepted,
+                t.refused,
+                t.failures
+            );
+            if t.mutants < MIN_MUTANTS {
+                println!("hostile: only {} mutants, {MIN_MUTANTS} wanted", t.mutants);
+            }
+            if t.failures > 0 || t.mutants < MIN_MUTANTS {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("hostile_load: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
