@@ -22,10 +22,11 @@ recipe_unpack_and_patch() {
 }
 
 recipe_configure() {
-	local dir=$1 cfg=$dir/build/.config line opt bad=0
-	log "configuring: tinyconfig + kernel/guest.config"
+	local dir=$1 cfg=$dir/build/.config line opt bad=0 frags
+	mapfile -t frags < <(kernel_fragments)
+	log "configuring: tinyconfig + ${frags[*]#"$TOP/"}"
 	recipe_make "$dir" -s tinyconfig
-	"$dir/linux/scripts/kconfig/merge_config.sh" -m -O "$dir/build" "$cfg" "$TOP/kernel/guest.config" >/dev/null
+	"$dir/linux/scripts/kconfig/merge_config.sh" -m -O "$dir/build" "$cfg" "${frags[@]}" >/dev/null
 	recipe_make "$dir" -s olddefconfig
 	# Every option the fragment asks for must have landed: Kconfig silently
 	# drops what a dependency forbids (CONFIG_RUST without a usable toolchain).
@@ -43,8 +44,8 @@ recipe_configure() {
 				bad=1
 			fi ;;
 		esac
-	done < "$TOP/kernel/guest.config"
-	[ "$bad" -eq 0 ] || die "kernel config does not match kernel/guest.config (see above)"
+	done < <(cat "${frags[@]}")
+	[ "$bad" -eq 0 ] || die "kernel config does not match ${frags[*]#"$TOP/"} (see above)"
 	recipe_make "$dir" -s rustavailable >&2
 }
 

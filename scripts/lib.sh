@@ -62,12 +62,33 @@ as_root() {
 
 # The inputs of the kernel build, one per line; their hash names the cached
 # build. Anything that can change the built tree belongs here.
+# The kernel's flavour: "test", the kernel the test command boots
+# (kernel/guest.config), or "debug" (DMSNAP_KERNEL=debug: guest.config with
+# kernel/debug.config merged over it). Each has its own cache key.
+KERNEL_FLAVOUR=${DMSNAP_KERNEL:-test}
+case "$KERNEL_FLAVOUR" in
+test | debug) ;;
+*) die "DMSNAP_KERNEL: test or debug, not $KERNEL_FLAVOUR" ;;
+esac
+
+# The configuration fragments of the kernel, merged in this order over
+# tinyconfig.
+kernel_fragments() {
+	echo "$TOP/kernel/guest.config"
+	if [ "$KERNEL_FLAVOUR" = debug ]; then
+		echo "$TOP/kernel/debug.config"
+	fi
+}
+
 kernel_inputs() {
 	local tarball=$1
 	echo "source: $(basename "$(dirname "$(dirname "$(dirname "$tarball")")")")"
 	echo "tarball-size: $(stat -c %s "$tarball")"
 	echo "recipe: $(sha256sum < "$TOP/scripts/kernel-recipe.sh" | cut -d' ' -f1)"
-	echo "config: $(sha256sum < "$TOP/kernel/guest.config" | cut -d' ' -f1)"
+	local f
+	for f in $(kernel_fragments); do
+		echo "config $(basename "$f"): $(sha256sum < "$f" | cut -d' ' -f1)"
+	done
 	local p
 	for p in "$TOP"/patches/*.patch; do
 		[ -e "$p" ] || continue
