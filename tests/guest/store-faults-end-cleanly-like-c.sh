@@ -19,14 +19,7 @@
 # timeout: 1200
 . "$DMSNAP_HARNESS/lib.sh"
 
-BIN=""
-for d in release debug; do
-	if [ -x "$TOP/target/$d/fault_run" ]; then
-		BIN=$TOP/target/$d
-		break
-	fi
-done
-[ -n "$BIN" ] || skip "no fault_run in $TOP/target/{release,debug}: run 'cargo build --release -p dm-snap-crash' on the host"
+crash_bin fault_run
 [ -d /sys/kernel/debug/fail_make_request ] || skip "kernel without FAIL_MAKE_REQUEST"
 [ -e /proc/self/fail-nth ] || skip "kernel without FAULT_INJECTION_DEBUG_FS"
 

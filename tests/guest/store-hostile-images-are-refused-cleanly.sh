@@ -22,14 +22,7 @@
 # timeout: 600
 . "$DMSNAP_HARNESS/lib.sh"
 
-BIN=""
-for d in release debug; do
-	if [ -x "$TOP/target/$d/hostile_load" ]; then
-		BIN=$TOP/target/$d
-		break
-	fi
-done
-[ -n "$BIN" ] || skip "no hostile_load in $TOP/target/{release,debug}: run 'cargo build --release -p dm-snap-crash' on the host"
+crash_bin hostile_load
 CORPUS=$TOP/format/fuzz/corpus/parse_cow
 [ -d "$CORPUS" ] || fail "no fuzz corpus at $CORPUS"
 note "hostile_load from $BIN"

@@ -18,14 +18,7 @@
 # so that the harness can run them in two guests side by side.
 . "$DMSNAP_HARNESS/compat-lib.sh"
 
-BIN=""
-for d in release debug; do
-	if [ -x "$TOP/target/$d/crash_replay" ] && [ -x "$TOP/target/$d/crash_workload" ]; then
-		BIN=$TOP/target/$d
-		break
-	fi
-done
-[ -n "$BIN" ] || skip "no crash_replay/crash_workload in $TOP/target/{release,debug}: run 'cargo build --release -p dm-snap-crash' on the host"
+crash_bin crash_replay crash_workload
 modprobe dm-log-writes || skip "no dm-log-writes module"
 modprobe loop || skip "no loop module"
 note "tools from $BIN"

@@ -64,6 +64,24 @@ _run_cleanups() {
 }
 trap _run_cleanups EXIT
 
+# --- the crash/ crate's tools
+# crash_bin TOOL...: sets BIN to the build directory (release, else debug)
+# of the crash/ crate that holds every TOOL; skips the test without one.
+crash_bin() {
+	local d t found
+	for d in release debug; do
+		found=1
+		for t in "$@"; do
+			[ -x "$TOP/target/$d/$t" ] || found=0
+		done
+		if [ "$found" -eq 1 ]; then
+			BIN=$TOP/target/$d
+			return 0
+		fi
+	done
+	skip "no $* in $TOP/target/{release,debug}: run 'cargo build --release -p dm-snap-crash' on the host"
+}
+
 # --- kernel reports
 # c_store_reports_begin / c_store_reports_end: the kernel reports (WARNING,
 # BUG...) logged between these two calls are the C store's, reported by
