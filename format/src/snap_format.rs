@@ -309,7 +309,8 @@ pub enum Error {
     /// the header chunk and metadata area 0.
     ///
     /// No C check (C allocates three chunk-sized buffers first, then its
-    /// read of area 0 fails, or an invalid snapshot loads), `-EINVAL`.
+    /// read of area 0 fails, or an invalid snapshot loads), `-EIO` as C's
+    /// failed read.
     OnDiskChunkBeyondDevice {
         /// The chunk size found on disk, in sectors.
         chunk_size: u32,
@@ -517,7 +518,9 @@ impl Error {
     pub const fn errno(&self) -> i32 {
         match self {
             Self::InvalidOrCorrupt { .. } => errno::ENXIO,
-            Self::AreaBeyondDevice { .. } | Self::MergeCommitFailed => errno::EIO,
+            Self::AreaBeyondDevice { .. }
+            | Self::OnDiskChunkBeyondDevice { .. }
+            | Self::MergeCommitFailed => errno::EIO,
             Self::NoSpace { .. } | Self::TooManyPending => errno::ENOSPC,
             Self::Callback { errno: e } | Self::ReadFailed { errno: e, .. } => {
                 if *e > 0 {
@@ -528,7 +531,6 @@ impl Error {
             }
             Self::UnsupportedVersion { .. }
             | Self::InvalidOnDiskChunkSize { .. }
-            | Self::OnDiskChunkBeyondDevice { .. }
             | Self::InvalidChunkSize { .. }
             | Self::InvalidBlockSize { .. }
             | Self::BufferSize { .. }
