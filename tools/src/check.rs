@@ -147,10 +147,12 @@ impl Kind {
         match e {
             Error::InvalidOrCorrupt { .. } => Self::BadMagic,
             Error::UnsupportedVersion { .. } => Self::BadVersion,
-            Error::InvalidOnDiskChunkSize { .. }
-            | Error::InvalidChunkSize { .. }
-            | Error::OnDiskChunkBeyondDevice { .. } => Self::BadChunkSize,
-            Error::AreaBeyondDevice { .. } => Self::AreaBeyondDevice,
+            Error::InvalidOnDiskChunkSize { .. } | Error::InvalidChunkSize { .. } => {
+                Self::BadChunkSize
+            }
+            Error::AreaBeyondDevice { .. } | Error::OnDiskChunkBeyondDevice { .. } => {
+                Self::AreaBeyondDevice
+            }
             Error::NewChunkBeyondDevice { .. } => Self::NewChunkBeyondDevice,
             Error::NewChunkIsMetadata { .. } => Self::NewChunkIsMetadata,
             Error::NewChunkIsHeader { .. } => Self::NewChunkIsHeader,

@@ -289,12 +289,13 @@ fn device_too_small_for_its_areas_is_an_error() {
 #[test]
 fn device_too_small_for_area_0_or_a_header_is_an_error() {
     let l = layout(8);
-    // Header only: one chunk.
+    // Header only: one chunk. Refused from the header, before anything of
+    // the chunk size is read or allocated.
     let o = check("hdronly", &image(l, 1, 8, &[]), &[]);
     assert_eq!(o.code, 1);
     assert_eq!(
         problems(&o),
-        ["error: metadata area 0 at chunk 1 is beyond the end of the COW device (1 chunks)"]
+        ["error: on-disk chunk size 8 leaves no room for the header and metadata area 0 on a COW device of 8 sectors"]
     );
     let o = check("tiny", &[0x53, 0x6e, 0x41, 0x70, 1, 0], &[]);
     assert_eq!(o.code, 1);
