@@ -16,7 +16,7 @@
 # point, the C store's failures are reported for comparison. Measured on
 # the 2-core development machine under TCG, one guest alone: 235 s (C 117
 # s, ours 87 s of fault_run; about 330 points each).
-# timeout: 1200
+# timeout: 1800
 . "$DMSNAP_HARNESS/lib.sh"
 
 crash_bin fault_run
