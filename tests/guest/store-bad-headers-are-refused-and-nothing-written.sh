@@ -9,9 +9,11 @@
 #   chunk size 1024 sectors, larger than the 512-sector COW: the first
 #     metadata area lies past the device end. C has no check: it reads there,
 #     the read fails and the load fails with -EIO; our store refuses it
-#     before reading ("metadata area 0 at chunk 1 is beyond the end of the
-#     COW device"), also with -EIO. The store's own line is left out of the
-#     comparison for this case and checked per store.
+#     from the header, before allocating anything of that chunk size
+#     ("on-disk chunk size 1024 leaves no room for the header and metadata
+#     area 0 on a COW device of 512 sectors"), also with -EIO. The store's
+#     own line is left out of the comparison for this case and checked per
+#     store.
 # The table line of each refusal (dm core's "Failed to read snapshot
 # metadata (-E...)", errno printed as a number when the kernel lacks
 # CONFIG_SYMBOLIC_ERRNAME) and the store's messages are the same for both
@@ -89,5 +91,5 @@ echo "--- store lines for chunk-beyond-cow, C:"
 cat "$TMP/c-chunk-beyond-cow.store-log"
 echo "--- ours:"
 cat "$TMP/ours-chunk-beyond-cow.store-log"
-grep -q "metadata area 0 at chunk 1 is beyond the end of the COW device" "$TMP/ours-chunk-beyond-cow.store-log" ||
+grep -q "on-disk chunk size 1024 leaves no room for the header and metadata area 0 on a COW device of 512 sectors" "$TMP/ours-chunk-beyond-cow.store-log" ||
 	fail "chunk-beyond-cow: our store does not name the problem"
