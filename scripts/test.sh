@@ -15,6 +15,9 @@ case "${1:-}" in
 --debug-kernel)
 	debug_only=1
 	export DMSNAP_KERNEL=debug
+	# The tests' deadlines were measured on the test kernel.
+	export DMSNAP_TIMEOUT_FACTOR=${DMSNAP_TIMEOUT_FACTOR:-10}
+	export DMSNAP_BOOT_GRACE=${DMSNAP_BOOT_GRACE:-900}
 	shift
 	guest_tests=("$@")
 	;;

@@ -21,7 +21,7 @@ echo "kernel $(uname -r), $(nproc) cpus" > "$res/guest-info"
 for t in "${tests[@]}"; do
 	name=$(basename "$t" .sh)
 	timeout_s=$(sed -n 's/^# timeout: *\([0-9]*\).*/\1/p' "$t" | head -n1)
-	timeout_s=${timeout_s:-300}
+	timeout_s=$((${timeout_s:-300} * ${DMSNAP_TIMEOUT_FACTOR:-1}))
 	echo "$timeout_s" > "$res/$name.started"
 	sync
 	echo "dmsnap-test: begin $name" > /dev/kmsg
