@@ -40,6 +40,8 @@ use snap_tools::check::Verdict;
 use snap_tools::io::MemIo;
 use snap_tools::progress::Progress;
 
+use crate::tag::Rng;
+
 /// Bytes in a sector: a COW device is a whole number of them.
 pub const SECTOR: usize = 512;
 
@@ -48,36 +50,6 @@ pub const DEFAULT_MUTANTS: usize = 240;
 
 /// Fewest mutants a run must load to count.
 pub const MIN_MUTANTS: usize = 200;
-
-/// A small deterministic generator (splitmix64).
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// The generator for `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n` (0 if `n` is 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64().checked_rem(n).unwrap_or(0)
-    }
-
-    /// An element of `items`, which must not be empty.
-    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
 
 /// The table chunk size (sectors, 0 for the default) and the image of a
 /// fuzz input of `parse_cow`: byte 0 is the control byte (bits 0-1 the

@@ -96,12 +96,43 @@ impl std::fmt::Display for Tag {
     }
 }
 
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// A small deterministic generator (splitmix64): the tags' fill, and the
+/// crate's other test data (mutants, fault-test patterns).
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// The generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (0 if `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64().checked_rem(n).unwrap_or(0)
+    }
+
+    /// An element of `items`, which must not be empty.
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+
+    /// Fills `buf` with the next bytes.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for word in buf.chunks_mut(8) {
+            let w = self.next_u64().to_le_bytes();
+            word.copy_from_slice(&w[..word.len()]);
+        }
+    }
 }
 
 impl Tag {
@@ -119,10 +150,8 @@ impl Tag {
         head[16..20].copy_from_slice(&code.to_le_bytes());
         head[24..32].copy_from_slice(&self.offset.to_le_bytes());
         block[..32].copy_from_slice(&head);
-        let mut state = self.id ^ (u64::from(code) << 56) ^ self.offset.rotate_left(17);
-        for word in block[32..].chunks_exact_mut(8) {
-            word.copy_from_slice(&splitmix(&mut state).to_le_bytes());
-        }
+        Rng::new(self.id ^ (u64::from(code) << 56) ^ self.offset.rotate_left(17))
+            .fill(&mut block[32..]);
     }
 
     /// The block of this tag.

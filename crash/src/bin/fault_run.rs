@@ -71,6 +71,7 @@ use snap_crash::blockdev::write_all;
 use snap_crash::blockdev::AlignedBuf;
 use snap_crash::dm::Control;
 use snap_crash::dm::Target;
+use snap_crash::tag::Rng;
 use snap_tools::check::check;
 use snap_tools::check::CheckOptions;
 use snap_tools::check::Kind;
@@ -129,21 +130,10 @@ fn other(msg: String) -> io::Error {
     io::Error::other(msg)
 }
 
-fn mix(mut x: u64) -> u64 {
-    x = (x ^ (x >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x = (x ^ (x >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
-}
-
 /// `len` bytes of a pattern named by `seed`.
 fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(len);
-    let mut i = 0u64;
-    while v.len() < len {
-        v.extend_from_slice(&mix(seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_le_bytes());
-        i += 1;
-    }
-    v.truncate(len);
+    let mut v = vec![0u8; len];
+    Rng::new(seed).fill(&mut v);
     v
 }
 
