@@ -100,10 +100,11 @@ run_shard() {
 				rc=$(cat "$RES/$n.rc")
 				# Reports inside the test's C-store sections
 				# (c_store_reports_begin/end in lib.sh) are counted, not failed.
-				splat=$(sed -n "/dmsnap-test: begin $n\$/,\$p" "$RES/$n.dmesg" |
+				tlog=$(sed -n "/dmsnap-test: begin $n\$/,\$p" "$RES/$n.dmesg")
+				splat=$(echo "$tlog" |
 					sed '/dmsnap-test: c-store-reports begin/,/dmsnap-test: c-store-reports end/d' |
 					grep -E -m3 "$SPLAT" || true)
-				cfound=$(sed -n "/dmsnap-test: begin $n\$/,\$p" "$RES/$n.dmesg" |
+				cfound=$(echo "$tlog" |
 					sed -n '/dmsnap-test: c-store-reports begin/,/dmsnap-test: c-store-reports end/p' |
 					grep -c -E "$SPLAT" || true)
 				[ "$cfound" -eq 0 ] || echo "$cfound kernel reports of the C store" > "$RES/$n.c-reports"
