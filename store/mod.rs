@@ -441,21 +441,14 @@ impl ExceptionStore for PersistentStore {
         sink: &mut ExceptionSink<'_>,
     ) -> Result<Metadata> {
         let blocks = block_sizes(store)?;
-        let table = TableChunkSize::new(store.chunk_size(), blocks).map_err(report)?;
+        let table = TableChunkSize::new(store.chunk_size(), blocks)
+            .and_then(|t| t.check_device(store.cow().nr_sectors()))
+            .map_err(report)?;
         let write_block =
             LogicalBlockSize::new(store.cow().logical_block_size()).map_err(report)?;
 
         // Read the header with the table's (or the default) chunk size.
         let table_layout = Layout::new(table.chunk_size);
-        if u64::from(table_layout.chunk_sectors()) > store.cow().nr_sectors() {
-            crate::dm_err!(
-                PREFIX,
-                "COW device of {} sectors is smaller than one chunk ({} sectors)",
-                store.cow().nr_sectors(),
-                table_layout.chunk_sectors()
-            );
-            return Err(EINVAL);
-        }
         let mut header_buf = chunk_buffer(table_layout)?;
         data.header_io(store, &mut header_buf, None)?;
         let decision = format::read_header(&header_buf, table, blocks, |w| {

@@ -518,16 +518,11 @@ fn usage_status(layout: Layout, next_free: u64, area: u64, cow_sectors: u64) -> 
 pub fn expect(image: &[u8], table_chunk: u32) -> io::Result<Expected> {
     let blocks = BlockSizes::SECTOR;
     let cow_sectors = (image.len() / SECTOR) as u64;
-    let table = match TableChunkSize::new(table_chunk, blocks) {
-        Ok(t) => t,
-        Err(e) => return Ok(Expected::Refused(e.to_string())),
-    };
-    if cow_sectors < u64::from(table.chunk_size.sectors()) {
-        return Ok(Expected::Refused(format!(
-            "COW device of {cow_sectors} sectors is smaller than one chunk ({} sectors)",
-            table.chunk_size.sectors()
-        )));
-    }
+    let table =
+        match TableChunkSize::new(table_chunk, blocks).and_then(|t| t.check_device(cow_sectors)) {
+            Ok(t) => t,
+            Err(e) => return Ok(Expected::Refused(e.to_string())),
+        };
     let mut duplicate = None;
     let opts = CheckOptions {
         blocks,

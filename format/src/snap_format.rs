@@ -317,6 +317,16 @@ pub enum Error {
         /// Sectors of the COW device.
         cow_sectors: u64,
     },
+    /// The COW device is smaller than one chunk of the table's chunk size,
+    /// so not even the header chunk can be read.
+    ///
+    /// No C check (C's read of the header chunk fails), `-EINVAL`.
+    CowSmallerThanChunk {
+        /// The table's chunk size, in sectors.
+        chunk_size: u32,
+        /// Sectors of the COW device.
+        cow_sectors: u64,
+    },
     /// The chunk size of the table is refused by the chunk-size rules.
     ///
     /// C: `dm_exception_store_set_chunk_size()` setting `ti->error`; the
@@ -532,6 +542,7 @@ impl Error {
             Self::UnsupportedVersion { .. }
             | Self::InvalidOnDiskChunkSize { .. }
             | Self::InvalidChunkSize { .. }
+            | Self::CowSmallerThanChunk { .. }
             | Self::InvalidBlockSize { .. }
             | Self::BufferSize { .. }
             | Self::IndexOutOfArea { .. }
@@ -582,6 +593,13 @@ impl fmt::Display for Error {
             } => write!(
                 f,
                 "on-disk chunk size {chunk_size} leaves no room for the header and metadata area 0 on a COW device of {cow_sectors} sectors"
+            ),
+            Self::CowSmallerThanChunk {
+                chunk_size,
+                cow_sectors,
+            } => write!(
+                f,
+                "COW device of {cow_sectors} sectors is smaller than one chunk ({chunk_size} sectors)"
             ),
             Self::InvalidChunkSize { reason, .. } => write!(f, "{reason}"),
             Self::InvalidBlockSize { bytes } => write!(
@@ -965,6 +983,24 @@ impl TableChunkSize {
                 reason,
             }),
         }
+    }
+
+    /// Checks that a COW device of `cow_sectors` holds at least one chunk,
+    /// the header chunk, before anything of that size is allocated or read.
+    /// No C counterpart.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CowSmallerThanChunk`] if it does not.
+    pub fn check_device(self, cow_sectors: u64) -> Result<Self, Error> {
+        let chunk_size = self.chunk_size.sectors();
+        if cow_sectors < u64::from(chunk_size) {
+            return Err(Error::CowSmallerThanChunk {
+                chunk_size,
+                cow_sectors,
+            });
+        }
+        Ok(self)
     }
 }
 

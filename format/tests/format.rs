@@ -415,6 +415,31 @@ fn store_whose_chunk_leaves_no_room_for_area_0_is_refused_before_any_allocation(
 }
 
 #[test]
+fn cow_device_smaller_than_the_table_chunk_is_refused_before_the_header_read() {
+    let t = TableChunkSize::new(32, BlockSizes::SECTOR).unwrap();
+    assert_eq!(t.check_device(32), Ok(t));
+    let e = t.check_device(31).unwrap_err();
+    assert_eq!(
+        e,
+        Error::CowSmallerThanChunk {
+            chunk_size: 32,
+            cow_sectors: 31
+        }
+    );
+    assert_eq!(e.errno(), errno::EINVAL);
+    assert_eq!(e.c_log_level(), Some(LogLevel::Err));
+    assert_eq!(
+        e.to_string(),
+        "COW device of 31 sectors is smaller than one chunk (32 sectors)"
+    );
+    // The default chunk size (table 0) is checked the same way.
+    let d = TableChunkSize::new(0, BlockSizes::SECTOR).unwrap();
+    assert!(d
+        .check_device(u64::from(d.chunk_size.sectors()) - 1)
+        .is_err());
+}
+
+#[test]
 fn on_disk_chunk_size_overrides_table_and_warns_only_if_supplied() {
     let b = header_bytes(SNAP_MAGIC, 1, 1, 64);
     let (r, w) = decide(&b, 16, BlockSizes::SECTOR);
