@@ -25,7 +25,6 @@
 crash_bin hostile_load
 CORPUS=$TOP/format/fuzz/corpus/parse_cow
 [ -d "$CORPUS" ] || fail "no fuzz corpus at $CORPUS"
-note "hostile_load from $BIN"
 
 use_store ours
 # origin (ram0) and scratch (ram1): 4 MiB each, above the largest image

@@ -21,7 +21,6 @@
 crash_bin crash_replay crash_workload
 modprobe dm-log-writes || skip "no dm-log-writes module"
 modprobe loop || skip "no loop module"
-note "tools from $BIN"
 
 MEM=$TMP/mem
 mkdir -p "$MEM"
