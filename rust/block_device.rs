@@ -9,7 +9,10 @@
 //!
 //! C header: [`include/linux/blkdev.h`](srctree/include/linux/blkdev.h)
 
-use kernel::{bindings, types::Opaque};
+use kernel::{
+    bindings,
+    types::Opaque, //
+};
 
 /// The size of a sector in bytes, as a shift (`SECTOR_SHIFT`).
 pub const SECTOR_SHIFT: u32 = 9;

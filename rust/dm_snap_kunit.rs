@@ -36,25 +36,57 @@ impl kernel::Module for DmSnapKunit {
 #[kunit_tests(dm_snap_abstractions)]
 mod tests {
     use crate::{
-        block_device::{BlockDeviceFile, SECTOR_SIZE},
+        block_device::{
+            BlockDeviceFile,
+            SECTOR_SIZE, //
+        },
         device_mapper::{
             bufio,
             exception_store::{
-                self, Chunk, CommitCompletion, Exception, ExceptionSink, ExceptionStore, Metadata,
-                Registration, StatusType, StatusWriter, Store, StoreSetup,
+                self,
+                Chunk,
+                CommitCompletion,
+                Exception,
+                ExceptionSink,
+                ExceptionStore,
+                Metadata,
+                Registration,
+                StatusType,
+                StatusWriter,
+                Store,
+                StoreSetup, //
             },
-            io::{self, OpFlags, Region},
+            io::{
+                self,
+                OpFlags,
+                Region, //
+            }, //
         },
-        owned_workqueue::{Flags, OwnedQueue, Placement},
+        owned_workqueue::{
+            Flags,
+            OwnedQueue,
+            Placement, //
+        }, //
     };
     use core::{
         fmt::Write,
-        sync::atomic::{AtomicI32, AtomicU32, Ordering},
+        sync::atomic::{
+            AtomicI32,
+            AtomicU32,
+            Ordering, //
+        }, //
     };
     use kernel::{
-        alloc::{KVec, VVec},
-        error::code::{EBUSY, EINVAL, ENOSPC},
-        prelude::*,
+        alloc::{
+            KVec,
+            VVec, //
+        },
+        error::code::{
+            EBUSY,
+            EINVAL,
+            ENOSPC, //
+        },
+        prelude::*, //
     };
 
     /// `/dev/ram0` (brd's major is 1), without a path lookup: KUnit's

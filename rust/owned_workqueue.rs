@@ -11,17 +11,25 @@
 //!
 //! C header: [`include/linux/workqueue.h`](srctree/include/linux/workqueue.h)
 
-use core::{cell::UnsafeCell, marker::PhantomPinned, pin::pin, ptr::NonNull};
+use core::{
+    cell::UnsafeCell,
+    marker::PhantomPinned,
+    pin::pin,
+    ptr::NonNull, //
+};
 use kernel::{
     bindings,
     error::{
-        code::{EINVAL, ENOMEM},
-        Result,
+        code::{
+            EINVAL,
+            ENOMEM, //
+        },
+        Result, //
     },
     ffi,
     prelude::*,
     str::CStr,
-    types::Opaque,
+    types::Opaque, //
 };
 
 /// Where the work of a queue runs. A queue has exactly one placement: the

@@ -29,27 +29,68 @@ use crate::{
     device_mapper::{
         bufio,
         exception_store::{
-            self, Chunk, CommitCompletion, ExceptionSink, ExceptionStore, MergeRun, Metadata,
-            StatusType, StatusWriter, Store, StoreSetup, Usage,
+            self,
+            Chunk,
+            CommitCompletion,
+            ExceptionSink,
+            ExceptionStore,
+            MergeRun,
+            Metadata,
+            StatusType,
+            StatusWriter,
+            Store,
+            StoreSetup,
+            Usage, //
         },
-        io::{self, OpFlags, Region},
-        MsgPrefix,
+        io::{
+            self,
+            OpFlags,
+            Region, //
+        },
+        MsgPrefix, //
     },
-    owned_workqueue::{self, OwnedQueue},
+    owned_workqueue::{
+        self,
+        OwnedQueue, //
+    },
     snap_format::{
-        self as format, AreaFill, AreaWrite, BlockSizes, ChunkBits, CommitStep, DiskHeader,
-        HeaderDecision, Layout, LogLevel, LogicalBlockSize, PrepareMerge, Pstore, Scan,
-        TableChunkSize,
-    },
+        self as format,
+        AreaFill,
+        AreaWrite,
+        BlockSizes,
+        ChunkBits,
+        CommitStep,
+        DiskHeader,
+        HeaderDecision,
+        Layout,
+        LogLevel,
+        LogicalBlockSize,
+        PrepareMerge,
+        Pstore,
+        Scan,
+        TableChunkSize, //
+    }, //
 };
 use core::fmt::Write;
 use kernel::{
-    alloc::{kvec::PushError, KVVec, VVec},
-    error::code::{EINVAL, EIO, ENOMEM},
-    new_mutex, new_spinlock,
+    alloc::{
+        kvec::PushError,
+        KVVec,
+        VVec, //
+    },
+    error::code::{
+        EINVAL,
+        EIO,
+        ENOMEM, //
+    },
+    new_mutex,
+    new_spinlock,
     prelude::*,
     str::CStr,
-    sync::{Mutex, SpinLock},
+    sync::{
+        Mutex,
+        SpinLock, //
+    }, //
 };
 
 /// C: `DM_MSG_PREFIX`.

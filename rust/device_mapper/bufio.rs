@@ -10,11 +10,21 @@
 //!
 //! C header: [`include/linux/dm-bufio.h`](srctree/include/linux/dm-bufio.h)
 
-use crate::block_device::{BlockDevice, SECTOR_SIZE};
-use core::{marker::PhantomData, ptr::NonNull};
+use crate::block_device::{
+    BlockDevice,
+    SECTOR_SIZE, //
+};
+use core::{
+    marker::PhantomData,
+    ptr::NonNull, //
+};
 use kernel::{
     bindings,
-    error::{code::EINVAL, from_err_ptr, Result},
+    error::{
+        code::EINVAL,
+        from_err_ptr,
+        Result, //
+    }, //
 };
 
 /// A dm-bufio client for one block device and block size.

@@ -18,15 +18,28 @@
 //! C header: [`drivers/md/dm-exception-store.h`](srctree/drivers/md/dm-exception-store.h)
 
 use crate::block_device::BlockDevice;
-use core::{marker::PhantomData, mem::ManuallyDrop};
+use core::{
+    marker::PhantomData,
+    mem::ManuallyDrop, //
+};
 use kernel::{
     bindings,
-    error::{code::EINVAL, from_result, to_result, Error, Result, VTABLE_DEFAULT_ERROR},
+    error::{
+        code::EINVAL,
+        from_result,
+        to_result,
+        Error,
+        Result,
+        VTABLE_DEFAULT_ERROR, //
+    },
     ffi,
     prelude::*,
     str::CStr,
-    types::{ForeignOwnable, Opaque},
-    ThisModule,
+    types::{
+        ForeignOwnable,
+        Opaque, //
+    },
+    ThisModule, //
 };
 
 /// A chunk number (`chunk_t`): chunk `n` covers sectors

@@ -10,13 +10,25 @@
 //!
 //! C header: [`include/linux/dm-io.h`](srctree/include/linux/dm-io.h)
 
-use crate::block_device::{BlockDevice, SECTOR_SHIFT, SECTOR_SIZE};
+use crate::block_device::{
+    BlockDevice,
+    SECTOR_SHIFT,
+    SECTOR_SIZE, //
+};
 use core::ptr::NonNull;
 use kernel::{
-    alloc::{KVec, VVec},
+    alloc::{
+        KVec,
+        VVec, //
+    },
     bindings,
-    error::{code::EINVAL, from_err_ptr, to_result, Result},
-    ffi,
+    error::{
+        code::EINVAL,
+        from_err_ptr,
+        to_result,
+        Result, //
+    },
+    ffi, //
 };
 
 /// `IOPRIO_DEFAULT`: `IOPRIO_PRIO_VALUE(IOPRIO_CLASS_NONE, 0)`, a macro that
