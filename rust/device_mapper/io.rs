@@ -51,7 +51,7 @@ impl OpFlags {
     pub const PREFLUSH: OpFlags = OpFlags(1 << bindings::req_flag_bits___REQ_PREFLUSH);
 
     /// Returns the raw flag bits.
-    pub const fn bits(self) -> bindings::blk_opf_t {
+    const fn bits(self) -> bindings::blk_opf_t {
         self.0
     }
 }
@@ -129,7 +129,25 @@ impl<'a> Region<'a> {
 }
 
 mod private {
-    pub trait Sealed {}
+    use kernel::bindings;
+
+    /// The part of [`super::IoMemory`] that speaks dm-io's C types: sealed,
+    /// so it is not part of the public API.
+    pub trait Sealed {
+        /// Describes the bytes from `offset` on to dm-io, for dm-io to read.
+        ///
+        /// # Safety
+        ///
+        /// `offset` must not be beyond the end of the buffer.
+        unsafe fn dm_io_memory(&self, offset: usize) -> bindings::dm_io_memory;
+
+        /// Describes the bytes from `offset` on to dm-io, for dm-io to write.
+        ///
+        /// # Safety
+        ///
+        /// `offset` must not be beyond the end of the buffer.
+        unsafe fn dm_io_memory_mut(&mut self, offset: usize) -> bindings::dm_io_memory;
+    }
 }
 
 /// Memory that dm-io can transfer to or from.
@@ -140,22 +158,6 @@ mod private {
 pub trait IoMemory: private::Sealed {
     /// The buffer's bytes.
     fn bytes(&self) -> &[u8];
-
-    /// Describes the bytes from `offset` on to dm-io, for dm-io to read.
-    ///
-    /// # Safety
-    ///
-    /// `offset` must not be beyond the end of the buffer.
-    #[doc(hidden)]
-    unsafe fn dm_io_memory(&self, offset: usize) -> bindings::dm_io_memory;
-
-    /// Describes the bytes from `offset` on to dm-io, for dm-io to write.
-    ///
-    /// # Safety
-    ///
-    /// `offset` must not be beyond the end of the buffer.
-    #[doc(hidden)]
-    unsafe fn dm_io_memory_mut(&mut self, offset: usize) -> bindings::dm_io_memory;
 }
 
 /// Describes memory at `ptr` of kind `type_` to dm-io. Both kinds of
@@ -171,13 +173,13 @@ fn dm_io_memory(type_: bindings::dm_io_mem_type, ptr: *mut u8) -> bindings::dm_i
     }
 }
 
-impl private::Sealed for VVec<u8> {}
-
 impl IoMemory for VVec<u8> {
     fn bytes(&self) -> &[u8] {
         self
     }
+}
 
+impl private::Sealed for VVec<u8> {
     unsafe fn dm_io_memory(&self, offset: usize) -> bindings::dm_io_memory {
         // SAFETY: The caller guarantees `offset <= self.len()`, so the
         // result is within the allocation or one past its end.
@@ -193,13 +195,13 @@ impl IoMemory for VVec<u8> {
     }
 }
 
-impl private::Sealed for KVec<u8> {}
-
 impl IoMemory for KVec<u8> {
     fn bytes(&self) -> &[u8] {
         self
     }
+}
 
+impl private::Sealed for KVec<u8> {
     unsafe fn dm_io_memory(&self, offset: usize) -> bindings::dm_io_memory {
         // SAFETY: The caller guarantees `offset <= self.len()`, so the
         // result is within the allocation or one past its end.
