@@ -66,7 +66,7 @@ impl Flags {
     pub const HIGHPRI: Flags = Flags(bindings::wq_flags_WQ_HIGHPRI);
 
     /// Returns the raw flag bits.
-    pub const fn bits(self) -> u32 {
+    const fn bits(self) -> u32 {
         self.0
     }
 }
@@ -158,7 +158,12 @@ impl OwnedQueue {
             result: UnsafeCell::new(None),
             _pin: PhantomPinned,
         });
-        let work = item.work.get();
+        // The work item is reached from a pointer to the whole item, so that
+        // `run` may go back from it to the whole item (`container_of!`).
+        let this = core::ptr::from_ref::<OnStackWork<F, T>>(&item);
+        // SAFETY: `this` points to the live item; this only projects to a
+        // field.
+        let work = Opaque::cast_into(unsafe { &raw const (*this).work });
 
         // SAFETY: `work` points to the pinned, not yet initialised work item
         // on our stack; it is initialised here for on-stack use with a run
@@ -217,11 +222,10 @@ impl Drop for OwnedQueue {
 ///
 /// # Invariants
 ///
-/// `work` is the first field (`#[repr(C)]`), so a pointer to it is a pointer
-/// to the whole item. `func` is taken and `result` written only by `run`,
-/// while the work item runs; `run_sync` reads `result` only after the work
-/// item has finished.
-#[repr(C)]
+/// The work item queued is `work`, reached through a pointer to the whole
+/// item, so `run` may use `container_of!` on it. `func` is taken and
+/// `result` written only by `run`, while the work item runs; `run_sync`
+/// reads `result` only after the work item has finished.
 struct OnStackWork<F, T> {
     work: Opaque<bindings::work_struct>,
     func: UnsafeCell<Option<F>>,
@@ -237,10 +241,13 @@ impl<F: FnOnce() -> T + Send, T: Send> OnStackWork<F, T> {
     /// `work` must be the `work` field of a live, pinned `OnStackWork<F, T>`
     /// whose `run_sync` caller is waiting for this work item.
     unsafe extern "C" fn run(work: *mut bindings::work_struct) {
-        let this = work.cast::<Self>();
-        // SAFETY: By the type invariant `work` is at offset 0 of a live
-        // `OnStackWork<F, T>`, and only this function touches `func` and
-        // `result` while the work item runs.
+        // SAFETY: `work` is the `work` field of a live `OnStackWork<F, T>`
+        // (the function's safety requirements), reached through a pointer
+        // to the whole item (type invariant), so the item's pointer lies in
+        // the same allocation.
+        let this = unsafe { kernel::container_of!(Opaque::cast_from(work).cast_mut(), Self, work) };
+        // SAFETY: `this` is the live item, and only this function touches
+        // `func` and `result` while the work item runs (type invariant).
         let func = unsafe { (*(*this).func.get()).take() };
         if let Some(func) = func {
             let result = func();
