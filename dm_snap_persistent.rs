@@ -27,7 +27,10 @@ pub mod owned_workqueue;
 pub mod snap_format;
 mod store;
 
-use device_mapper::exception_store::Registration;
+use device_mapper::exception_store::{
+    Registration,
+    TypeStorage, //
+};
 use store::PersistentStore;
 
 module! {
@@ -42,23 +45,29 @@ module! {
 /// C: `DM_MSG_PREFIX` of the C store's module init.
 const PREFIX: device_mapper::MsgPrefix = dm_msg_prefix!("persistent snapshot");
 
+/// The type tables of the two names (C: `_persistent_type` and
+/// `_persistent_compat_type`), in the module's memory: stores of the type
+/// read them for as long as they hold the module.
+static PERSISTENT_TYPE: TypeStorage = TypeStorage::new();
+static COMPAT_TYPE: TypeStorage = TypeStorage::new();
+
 /// The module: the store type, registered as "persistent" and as "P".
+/// The fields drop in order: "persistent" is unregistered first, as C does.
 struct DmSnapPersistent {
-    _persistent: Pin<KBox<Registration<PersistentStore, 1>>>,
-    _compat: Pin<KBox<Registration<PersistentStore, 1>>>,
+    _persistent: Registration<PersistentStore>,
+    _compat: Registration<PersistentStore>,
 }
 
 impl kernel::Module for DmSnapPersistent {
     /// C: `dm_persistent_snapshot_init()`.
     fn init(module: &'static ThisModule) -> Result<Self> {
-        let persistent = KBox::pin_init(Registration::new([c"persistent"], module), GFP_KERNEL)
-            .inspect_err(|_| {
+        let persistent =
+            Registration::new(&PERSISTENT_TYPE, c"persistent", module).inspect_err(|_| {
                 dm_err!(PREFIX, "{}", snap_format::messages::REGISTER_FAILED);
             })?;
-        let compat =
-            KBox::pin_init(Registration::new([c"P"], module), GFP_KERNEL).inspect_err(|_| {
-                dm_err!(PREFIX, "{}", snap_format::messages::REGISTER_COMPAT_FAILED);
-            })?;
+        let compat = Registration::new(&COMPAT_TYPE, c"P", module).inspect_err(|_| {
+            dm_err!(PREFIX, "{}", snap_format::messages::REGISTER_COMPAT_FAILED);
+        })?;
         Ok(Self {
             _persistent: persistent,
             _compat: compat,

@@ -54,7 +54,8 @@ mod tests {
                 StatusType,
                 StatusWriter,
                 Store,
-                StoreSetup, //
+                StoreSetup,
+                TypeStorage, //
             },
             io::{
                 self,
@@ -244,31 +245,31 @@ mod tests {
         fn status(_data: &(), _store: &Store, _kind: StatusType, _out: &mut StatusWriter<'_>) {}
     }
 
+    static TYPE_A: TypeStorage = TypeStorage::new();
+    static TYPE_B: TypeStorage = TypeStorage::new();
+    static TYPE_C: TypeStorage = TypeStorage::new();
+
     #[test]
-    fn registration_under_two_names_then_a_taken_name_is_ebusy() -> Result {
+    fn registration_refuses_a_taken_name_and_a_used_storage() -> Result {
         let module = kernel::module::this_module::<crate::LocalModule>();
-        let first = KBox::pin_init(
-            Registration::<Dummy, 2>::new([c"kunit-a", c"kunit-b"], module),
-            GFP_KERNEL,
-        )?;
-        // "kunit-c" registers, then "kunit-b" is taken: all of it is undone.
-        let clash = KBox::pin_init(
-            Registration::<Dummy, 2>::new([c"kunit-c", c"kunit-b"], module),
-            GFP_KERNEL,
-        );
+        let a = Registration::<Dummy>::new(&TYPE_A, c"kunit-a", module)?;
+        // The name is taken: EBUSY, and the storage, which dm-snapshot never
+        // saw, can be registered under another name.
+        let clash = Registration::<Dummy>::new(&TYPE_B, c"kunit-a", module);
         assert_eq!(clash.err(), Some(EBUSY));
-        let again = KBox::pin_init(
-            Registration::<Dummy, 1>::new([c"kunit-c"], module),
-            GFP_KERNEL,
-        )?;
-        drop(again);
-        drop(first);
-        // Unregistered on drop: the names are free again.
-        let reuse = KBox::pin_init(
-            Registration::<Dummy, 2>::new([c"kunit-a", c"kunit-b"], module),
-            GFP_KERNEL,
-        )?;
-        drop(reuse);
+        let b = Registration::<Dummy>::new(&TYPE_B, c"kunit-b", module)?;
+        // A storage in use cannot be registered twice.
+        let twice = Registration::<Dummy>::new(&TYPE_A, c"kunit-c", module);
+        assert_eq!(twice.err(), Some(EBUSY));
+        drop(a);
+        drop(b);
+        // Unregistered on drop: the names are free again, for other
+        // storages; the old ones stay claimed, since a store made before
+        // may still read their tables.
+        let c = Registration::<Dummy>::new(&TYPE_C, c"kunit-a", module)?;
+        let again = Registration::<Dummy>::new(&TYPE_A, c"kunit-a2", module);
+        assert_eq!(again.err(), Some(EBUSY));
+        drop(c);
         Ok(())
     }
 

@@ -20,21 +20,32 @@
 use crate::block_device::BlockDevice;
 use core::{
     marker::PhantomData,
-    mem::ManuallyDrop, //
+    mem::{
+        ManuallyDrop,
+        MaybeUninit, //
+    }, //
 };
 use kernel::{
     bindings,
     error::{
-        code::EINVAL,
+        code::{
+            EBUSY,
+            EINVAL, //
+        },
         from_result,
         to_result,
-        Error,
         Result,
         VTABLE_DEFAULT_ERROR, //
     },
     ffi,
     prelude::*,
     str::CStr,
+    sync::atomic::{
+        Atomic,
+        Full,
+        Relaxed,
+        Release, //
+    },
     types::{
         ForeignOwnable,
         Opaque, //
@@ -109,25 +120,40 @@ pub enum StatusType {
 
 /// The store a callback is called for (`struct dm_exception_store`).
 ///
+/// dm-snapshot writes some of the store's fields itself, outside the
+/// store's callbacks: `chunk_size` (set to 0 in the snapshot constructor
+/// when the metadata will be handed over, leaving `chunk_mask` and
+/// `chunk_shift` as they were), and `snap` and `userspace_supports_overflow`
+/// (while handing the store over to a new table in `snapshot_resume()`).
+/// The handover takes no lock that the table status (`STATUSTYPE_TABLE`,
+/// which calls [`ExceptionStore::status`]) takes, so these fields are read
+/// here once per call with `READ_ONCE()` semantics, and the fields are not
+/// assumed to be consistent with each other.
+///
 /// # Invariants
 ///
-/// `self.0` is a live `struct dm_exception_store` whose `snap` is a live
-/// snapshot, for the lifetime of every `&Store`. Its chunk size fields are
-/// written only through [`StoreSetup`], while dm-snapshot calls nothing else
-/// on the store.
+/// - `self.0` is a live `struct dm_exception_store` for the lifetime of
+///   every `&Store`, and its `snap` points to a live snapshot, whichever of
+///   the two of a handover it is.
+/// - `chunk_size`, `chunk_shift`, `chunk_mask`, `snap` and
+///   `userspace_supports_overflow` are written only by dm-snapshot as above
+///   or through a [`StoreSetup`]; the other fields that the accessors read
+///   are not written while a `&Store` exists.
 #[repr(transparent)]
 pub struct Store(Opaque<bindings::dm_exception_store>);
 
 // SAFETY: dm-snapshot calls a store's callbacks from several threads; the
-// accessors below only read fields that are not written concurrently.
+// accessors read the fields that dm-snapshot may write concurrently with
+// atomic loads (`READ_ONCE()`), and the others are not written meanwhile
+// (type invariants).
 unsafe impl Sync for Store {}
 
 impl Store {
     /// # Safety
     ///
-    /// `ptr` must point to a live `struct dm_exception_store` with a live
-    /// `snap`, valid for `'a`, whose chunk size is not written during `'a`
-    /// other than through a [`StoreSetup`] of it.
+    /// `ptr` must point to a live `struct dm_exception_store` whose `snap`
+    /// is a live snapshot, valid for `'a`, whose fields are written during
+    /// `'a` only as the type invariants allow.
     unsafe fn from_raw<'a>(ptr: *mut bindings::dm_exception_store) -> &'a Self {
         // SAFETY: `Store` is a transparent wrapper; the caller guarantees
         // validity for `'a`.
@@ -140,53 +166,77 @@ impl Store {
 
     /// The chunk size in sectors (`store->chunk_size`): a power of two, or 0
     /// while no chunk size is known yet (the table gave 0 and metadata was
-    /// not read).
+    /// not read, or the metadata is to be handed over).
     pub fn chunk_size(&self) -> u32 {
-        // SAFETY: The store is live (type invariant) and its chunk size is
-        // not written concurrently.
-        unsafe { (*self.raw()).chunk_size }
+        // SAFETY: The store is live and the field aligned (type invariant,
+        // a C struct). Its writers are dm-snapshot's constructor, before any
+        // callback that reads it, and `StoreSetup`, which excludes readers:
+        // no write races with this atomic load.
+        unsafe { Atomic::from_ptr(&raw mut (*self.raw()).chunk_size) }.load(Relaxed)
     }
 
-    /// `log2` of the chunk size (`store->chunk_shift`), 0 while the chunk
-    /// size is 0.
+    /// `log2` of the chunk size (`store->chunk_shift`), 0 before a chunk
+    /// size was set; not updated when dm-snapshot sets the chunk size to 0.
     pub fn chunk_shift(&self) -> u32 {
-        // SAFETY: As in `chunk_size`.
-        unsafe { (*self.raw()).chunk_shift }
+        // SAFETY: As in `chunk_size`; only `StoreSetup` writes this field.
+        unsafe { Atomic::from_ptr(&raw mut (*self.raw()).chunk_shift) }.load(Relaxed)
     }
 
-    /// The chunk size minus one (`store->chunk_mask`).
+    /// The chunk size minus one (`store->chunk_mask`), as `chunk_shift`.
     pub fn chunk_mask(&self) -> u32 {
-        // SAFETY: As in `chunk_size`.
-        unsafe { (*self.raw()).chunk_mask }
+        // SAFETY: As in `chunk_shift`.
+        unsafe { Atomic::from_ptr(&raw mut (*self.raw()).chunk_mask) }.load(Relaxed)
     }
 
     /// Whether the table asked for overflow to be reported rather than
     /// invalidating the snapshot (`store->userspace_supports_overflow`,
-    /// the `O` of `PO`).
+    /// the `O` of `PO`). A handover to a new table may change it while
+    /// [`ExceptionStore::status`] runs: the value is the old or the new one.
     pub fn userspace_supports_overflow(&self) -> bool {
-        // SAFETY: The store is live (type invariant); dm-snapshot writes
-        // this field only while handing the store over, when no callback
-        // runs.
-        unsafe { (*self.raw()).userspace_supports_overflow }
+        // SAFETY: The store is live and the field aligned (type invariant).
+        // dm-snapshot's handover writes it with a plain store, unordered
+        // against the table status: a race of dm-snapshot with its own
+        // status code, which reads `snap->store` the same way. This side
+        // reads it once, atomically: an aligned byte holds the old or the
+        // new `bool`, both valid.
+        unsafe { Atomic::from_ptr(&raw mut (*self.raw()).userspace_supports_overflow) }
+            .load(Relaxed)
+    }
+
+    /// The snapshot the store belongs to: one of the two of a handover.
+    fn snap(&self) -> *mut bindings::dm_snapshot {
+        // SAFETY: The store is live (type invariant); `snap` may be written
+        // by a handover meanwhile, so it is read once, volatile, as
+        // `READ_ONCE()` of a pointer.
+        unsafe { (&raw const (*self.raw()).snap).read_volatile() }
     }
 
     /// The COW device, where the store keeps its data (`dm_snap_cow()`).
     pub fn cow(&self) -> &BlockDevice {
-        // SAFETY: The store and its snapshot are live (type invariant); the
+        // SAFETY: The snapshot is live (type invariant), and a handover
+        // moves the store between two snapshots of the same COW device; the
         // snapshot holds its COW `dm_dev` open while it lives.
-        unsafe { BlockDevice::from_raw((*bindings::dm_snap_cow((*self.raw()).snap)).bdev) }
+        unsafe { BlockDevice::from_raw((*bindings::dm_snap_cow(self.snap())).bdev) }
     }
 
     /// The origin device (`dm_snap_origin()`).
     pub fn origin(&self) -> &BlockDevice {
         // SAFETY: As in `cow`, for the origin `dm_dev`.
-        unsafe { BlockDevice::from_raw((*bindings::dm_snap_origin((*self.raw()).snap)).bdev) }
+        unsafe { BlockDevice::from_raw((*bindings::dm_snap_origin(self.snap())).bdev) }
     }
 }
 
 /// A [`Store`] in a phase where dm-snapshot calls nothing else on it (its
 /// constructor and [`ExceptionStore::read_metadata`]), so its settings can be
 /// changed.
+///
+/// # Invariants
+///
+/// For `'a`, dm-snapshot runs no other callback of `store` and does not
+/// read or write its chunk-size fields or `userspace_supports_overflow`:
+/// the snapshot's constructor is running the store's `ctr` or
+/// `read_metadata`, and the table being built is not live yet, so no status
+/// can run either.
 pub struct StoreSetup<'a> {
     store: &'a Store,
 }
@@ -235,6 +285,15 @@ impl StoreSetup<'_> {
 
 /// Where [`ExceptionStore::read_metadata`] reports the exceptions it finds
 /// (dm-snapshot's `dm_add_exception()` callback).
+///
+/// It is neither `Send` nor `Sync` (raw pointers), and exists only as a
+/// borrow during `read_metadata`: it cannot leave that call or its thread.
+///
+/// # Invariants
+///
+/// `callback(context, old, new)` may be called any number of times, from
+/// process context on this thread, for `'a`: dm-snapshot passed both to
+/// `read_metadata`, which does not return before `'a` ends.
 pub struct ExceptionSink<'a> {
     callback:
         unsafe extern "C" fn(*mut ffi::c_void, bindings::chunk_t, bindings::chunk_t) -> ffi::c_int,
@@ -252,8 +311,9 @@ impl ExceptionSink<'_> {
     ///
     /// Context: may sleep.
     pub fn add(&mut self, old_chunk: Chunk, new_chunk: Chunk) -> Result {
-        // SAFETY: dm-snapshot passed this callback and context to
-        // `read_metadata`, which has not returned yet (`'a`).
+        // SAFETY: By the type invariant the callback may be called with
+        // `context` for `'a`, which has not ended while `self` is borrowed,
+        // on this thread (`ExceptionSink` is not `Send`).
         to_result(unsafe { (self.callback)(self.context, old_chunk, new_chunk) })
     }
 }
@@ -282,12 +342,13 @@ unsafe impl Send for CommitCompletion {}
 
 impl CommitCompletion {
     /// Returns the completion that calls `callback(context, success)`.
+    /// Only the store-type glue (and its tests) make completions.
     ///
     /// # Safety
     ///
     /// `callback` must be safe to call once with `context` from process
     /// context on any thread, at any time until it is called.
-    pub unsafe fn from_raw(
+    pub(crate) unsafe fn from_raw(
         callback: unsafe extern "C" fn(*mut ffi::c_void, ffi::c_int),
         context: *mut ffi::c_void,
     ) -> Self {
@@ -317,16 +378,41 @@ impl Drop for CommitCompletion {
 
 /// A writer for status output with the semantics of `DMEMIT`: output past
 /// the buffer is cut, and the buffer is always NUL-terminated.
+///
+/// dm hands the store a buffer it only promises to be writable, so the
+/// writer holds it as possibly uninitialised bytes, and only writes them.
+///
+/// # Examples
+///
+/// ```ignore
+/// use core::fmt::Write;
+///
+/// let mut buf = [0xffu8; 8];
+/// let mut out = StatusWriter::new(&mut buf);
+/// write!(out, " P {}", 1024)?; // cut to the 7 bytes that fit
+/// assert_eq!(&buf, b" P 1024\0");
+/// ```
 pub struct StatusWriter<'a> {
-    buf: &'a mut [u8],
+    buf: &'a mut [MaybeUninit<u8>],
     len: usize,
 }
 
 impl<'a> StatusWriter<'a> {
     /// Returns a writer to `buf`, emptied (a NUL at its start).
     pub fn new(buf: &'a mut [u8]) -> Self {
+        let len = buf.len();
+        // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout, and
+        // the writer stores only initialised bytes through the slice, so
+        // `buf` holds initialised bytes when the borrow ends.
+        let buf = unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr().cast(), len) };
+        Self::from_uninit(buf)
+    }
+
+    /// Returns a writer to a buffer that may be uninitialised, emptied (a
+    /// NUL at its start).
+    fn from_uninit(buf: &'a mut [MaybeUninit<u8>]) -> Self {
         if let Some(first) = buf.first_mut() {
-            *first = 0;
+            first.write(0);
         }
         Self { buf, len: 0 }
     }
@@ -347,13 +433,15 @@ impl core::fmt::Write for StatusWriter<'_> {
         // Room for text: the buffer less the NUL.
         let room = self.buf.len().saturating_sub(1).saturating_sub(self.len);
         let n = s.len().min(room);
-        let end = self.len + n;
+        let end = self.len.saturating_add(n);
         if let (Some(dst), Some(src)) = (self.buf.get_mut(self.len..end), s.as_bytes().get(..n)) {
-            dst.copy_from_slice(src);
+            for (d, c) in dst.iter_mut().zip(src) {
+                d.write(*c);
+            }
             self.len = end;
         }
         if let Some(nul) = self.buf.get_mut(self.len) {
-            *nul = 0;
+            nul.write(0);
         }
         Ok(())
     }
@@ -373,8 +461,12 @@ impl core::fmt::Write for StatusWriter<'_> {
 ///   spinlocks: it must not sleep or allocate with `GFP_KERNEL`.
 /// - [`commit_exception`](ExceptionStore::commit_exception) from kcopyd's
 ///   completion, process context, one at a time and in prepare order.
-/// - [`usage`](ExceptionStore::usage) and `status` under the snapshot's
-///   lock, process context.
+/// - [`usage`](ExceptionStore::usage) under the snapshot's lock (for
+///   `dmsetup status`), process context.
+/// - [`status`](ExceptionStore::status) for `dmsetup table` without any
+///   lock of the snapshot, process context: concurrently with any other
+///   callback, and with dm-snapshot handing the store over to a new table
+///   (see [`Store`]).
 /// - [`drop_snapshot`](ExceptionStore::drop_snapshot) when the snapshot is
 ///   invalidated, under the snapshot's lock, possibly while a commit runs.
 /// - [`prepare_merge`](ExceptionStore::prepare_merge) and
@@ -450,9 +542,10 @@ pub trait ExceptionStore: Sized {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
-    /// Writes the store's part of the status line (`status`).
+    /// Writes the store's part of the table line (`status`).
     ///
-    /// Context: process.
+    /// Context: process, no lock of the snapshot held; may run
+    /// concurrently with every other callback but `new` and `dtr`.
     fn status(
         data: Borrowed<'_, Self>,
         store: &Store,
@@ -499,6 +592,8 @@ impl<T: ExceptionStore> Callbacks<T> {
             // SAFETY: The store is new and nothing else uses it during the
             // constructor (the function's safety requirements).
             let store_ref = unsafe { Store::from_raw(store) };
+            // INVARIANT: dm-snapshot runs nothing else on a store while it
+            // constructs it.
             let mut setup = StoreSetup { store: store_ref };
             let options = if options.is_null() {
                 None
@@ -517,6 +612,12 @@ impl<T: ExceptionStore> Callbacks<T> {
     /// # Safety
     ///
     /// dm-snapshot calls this once, last, for a store whose `ctr` succeeded.
+    ///
+    /// The data dropped here may hold [`CommitCompletion`]s only if a
+    /// commit is still pending, and none is: `snapshot_dtr()` waits until
+    /// `pending_exceptions_count` is 0, which every commit's completion
+    /// decrements, before it destroys the store. A completion dropped here
+    /// would call into a snapshot being freed.
     unsafe extern "C" fn dtr(store: *mut bindings::dm_exception_store) {
         // SAFETY: `context` holds the data `ctr` stored with `into_foreign`;
         // this is the last callback, so no borrow of it is alive.
@@ -544,7 +645,11 @@ impl<T: ExceptionStore> Callbacks<T> {
             let callback = callback.ok_or(EINVAL)?;
             // SAFETY: The function's safety requirements.
             let (data, store) = unsafe { Self::get(store) };
+            // INVARIANT: dm-snapshot reads the metadata in the snapshot's
+            // constructor, with nothing else running on the store.
             let mut setup = StoreSetup { store };
+            // INVARIANT: dm-snapshot's callback and context are valid for
+            // this call, which outlives the sink.
             let mut sink = ExceptionSink {
                 callback,
                 context: callback_context,
@@ -680,9 +785,11 @@ impl<T: ExceptionStore> Callbacks<T> {
             return 0;
         }
         // SAFETY: `result` is valid for writes of `maxlen` bytes, and only
-        // this callback writes it while it runs.
-        let buf = unsafe { core::slice::from_raw_parts_mut(result.cast::<u8>(), maxlen) };
-        let mut out = StatusWriter::new(buf);
+        // this callback uses it while it runs; the bytes need not be
+        // initialised, which `MaybeUninit` allows.
+        let buf =
+            unsafe { core::slice::from_raw_parts_mut(result.cast::<MaybeUninit<u8>>(), maxlen) };
+        let mut out = StatusWriter::from_uninit(buf);
         // SAFETY: The function's safety requirements.
         let (data, store) = unsafe { Self::get(store) };
         T::status(data, store, kind, &mut out);
@@ -748,89 +855,149 @@ impl<T: ExceptionStore> Callbacks<T> {
     }
 }
 
-/// The registration of an [`ExceptionStore`] type under `N` names, for
-/// example "persistent" and its short name "P".
+/// The home of one registered exception store type: dm-snapshot's type
+/// table (`struct dm_exception_store_type`), in a `static` of the module.
 ///
-/// The type's `module` is the registering module, so dm-snapshot holds a
-/// reference to it while a store of the type exists: the module cannot be
-/// unloaded under a snapshot. Dropping the registration unregisters every
-/// name.
+/// dm-snapshot keeps a pointer to the table in every store of the type
+/// (`store->type`) and reads it until after the store's last callback
+/// (`dm_exception_store_destroy()` calls `dtr`, then reads `type->module`).
+/// Stores hold a reference to the table's module, not to a [`Registration`],
+/// so the table must live as long as the module: a `static` does, whenever
+/// the registration is dropped.
+///
+/// A storage is registered at most once in the module's life: after a
+/// registration of it ended, a store of the type may still read the table,
+/// which must therefore never be written again.
+///
+/// # Examples
+///
+/// ```ignore
+/// static PERSISTENT: TypeStorage = TypeStorage::new();
+///
+/// let registration =
+///     Registration::<MyStore>::new(&PERSISTENT, c"persistent", module)?;
+/// ```
 ///
 /// # Invariants
 ///
-/// Every entry of `types` is registered with dm-snapshot
-/// (`dm_exception_store_type_register()`) until the drop unregisters it,
-/// and stays pinned meanwhile (dm-snapshot links it into its list).
-#[pin_data(PinnedDrop)]
-pub struct Registration<T: ExceptionStore, const N: usize> {
-    #[pin]
-    types: [Opaque<bindings::dm_exception_store_type>; N],
+/// - `claimed` only goes from `false` to `true`, except in the
+///   [`Registration::new`] that set it, when registering failed and nothing
+///   else saw `table`.
+/// - While `claimed` is `false`, nothing reads or writes `table`.
+/// - Once a registration succeeded, `table` is written only by dm's list
+///   functions (its `list` field, under dm's lock).
+pub struct TypeStorage {
+    table: Opaque<bindings::dm_exception_store_type>,
+    claimed: Atomic<bool>,
+}
+
+// SAFETY: `table` is written by one thread only, the one that claimed it
+// (`claimed` is an atomic exchange), before it is published to dm-snapshot
+// by `dm_exception_store_type_register()`, which takes dm's lock; after
+// that, only dm's list functions write it, under the same lock, and
+// everybody else reads it (the type invariants).
+unsafe impl Sync for TypeStorage {}
+
+impl TypeStorage {
+    /// Returns an empty storage, for a `static`.
+    pub const fn new() -> Self {
+        Self {
+            table: Opaque::uninit(),
+            claimed: Atomic::new(false),
+        }
+    }
+}
+
+impl Default for TypeStorage {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The registration of an [`ExceptionStore`] type under one name, for
+/// example "persistent"; a type known under two names, as the C persistent
+/// store is ("persistent" and "P"), takes two registrations, registered in
+/// turn.
+///
+/// The type's `module` is the registering module, so dm-snapshot holds a
+/// reference to it while a store of the type exists: the module cannot be
+/// unloaded under a snapshot. Dropping the registration unregisters the
+/// name: no new store can get the type, while stores made before keep using
+/// the table in its [`TypeStorage`].
+///
+/// A type is visible to dm-snapshot as soon as it is registered, so a
+/// module that registers two names and fails on the second one may have a
+/// store of the first already when it drops the first registration. Such a
+/// store keeps working, but a module whose init fails is freed by the kernel
+/// whatever references it holds, as with the C store's
+/// `dm_persistent_snapshot_init()`.
+///
+/// As every registration, one that is leaked (`core::mem::forget`) stays
+/// registered after its module is unloaded.
+///
+/// # Invariants
+///
+/// `storage.table` holds the table of `T`, is registered with dm-snapshot
+/// (`dm_exception_store_type_register()`) until the drop unregisters it, and
+/// `storage` is claimed by this registration.
+pub struct Registration<T: ExceptionStore> {
+    storage: &'static TypeStorage,
     _store: PhantomData<T>,
 }
 
 // SAFETY: Registering and unregistering may happen on any thread.
-unsafe impl<T: ExceptionStore, const N: usize> Send for Registration<T, N> {}
+unsafe impl<T: ExceptionStore> Send for Registration<T> {}
 
 // SAFETY: `&Registration` offers no operation.
-unsafe impl<T: ExceptionStore, const N: usize> Sync for Registration<T, N> {}
+unsafe impl<T: ExceptionStore> Sync for Registration<T> {}
 
-impl<T: ExceptionStore, const N: usize> Registration<T, N> {
-    /// Registers the type under each of `names`, for `module`.
+impl<T: ExceptionStore> Registration<T> {
+    /// Registers the type `T` as `name` for `module`, with its table in
+    /// `storage`.
     ///
     /// # Errors
     ///
-    /// `EBUSY` if a store type of one of the names is registered already
-    /// (for instance dm-snapshot's own persistent store); the names
-    /// registered before it are unregistered again.
+    /// `EBUSY` if a store type of that name is registered already (for
+    /// instance dm-snapshot's own persistent store), or if `storage` was
+    /// registered before.
     pub fn new(
-        names: [&'static CStr; N],
+        storage: &'static TypeStorage,
+        name: &'static CStr,
         module: &'static ThisModule,
-    ) -> impl PinInit<Self, Error> {
-        let init = move |slot: *mut Self| {
-            // SAFETY: `slot` is valid for writes (the contract of
-            // `pin_init_from_closure`); this only computes a field address.
-            let types = unsafe { core::ptr::addr_of_mut!((*slot).types) };
-            let types = types.cast::<Opaque<bindings::dm_exception_store_type>>();
-            for (i, name) in names.iter().enumerate() {
-                // SAFETY: `i < N`, so the entry lies within the array.
-                let entry = Opaque::cast_into(unsafe { types.add(i) });
-                // SAFETY: `entry` is valid for writes and not registered.
-                unsafe { entry.write(Callbacks::<T>::type_table(name, module)) };
-                // SAFETY: `entry` is an initialised type table in pinned
-                // memory, which stays until it is unregistered (on error
-                // below, or in the drop).
-                let registered =
-                    to_result(unsafe { bindings::dm_exception_store_type_register(entry) });
-                if let Err(e) = registered {
-                    for j in 0..i {
-                        // SAFETY: Entries `0..i` were registered above.
-                        let earlier = Opaque::cast_into(unsafe { types.add(j) });
-                        // SAFETY: `earlier` is registered, and nothing can
-                        // use it yet: the registration is not finished.
-                        unsafe { bindings::dm_exception_store_type_unregister(earlier) };
-                    }
-                    return Err(e);
-                }
-            }
-            // SAFETY: `slot` is valid for writes; this is the last field.
-            // INVARIANT: every entry is registered, in pinned memory.
-            unsafe { core::ptr::addr_of_mut!((*slot)._store).write(PhantomData) };
-            Ok(())
-        };
-        // SAFETY: On success `init` initialised every field of the slot;
-        // on error it left nothing registered that points into the slot.
-        unsafe { pin_init::pin_init_from_closure(init) }
+    ) -> Result<Self> {
+        if storage.claimed.xchg(true, Full) {
+            return Err(EBUSY);
+        }
+        let table = storage.table.get();
+        // SAFETY: The exchange above gave this call the storage: nothing
+        // else reads or writes `table` (the `TypeStorage` invariants), and
+        // it is valid for writes for as long as the module (a `static`).
+        unsafe { table.write(Callbacks::<T>::type_table(name, module)) };
+        // SAFETY: `table` is an initialised type table that lives as long as
+        // the module, longer than any store of the type (which holds a
+        // reference to the module); it is unregistered in the drop.
+        let registered = to_result(unsafe { bindings::dm_exception_store_type_register(table) });
+        if let Err(e) = registered {
+            // INVARIANT: Registering failed, so dm-snapshot never saw the
+            // table; the storage may be claimed again.
+            storage.claimed.store(false, Release);
+            return Err(e);
+        }
+        // INVARIANT: The table of `T` is registered, in the storage this
+        // call claimed.
+        Ok(Self {
+            storage,
+            _store: PhantomData,
+        })
     }
 }
 
-#[pinned_drop]
-impl<T: ExceptionStore, const N: usize> PinnedDrop for Registration<T, N> {
-    fn drop(self: Pin<&mut Self>) {
-        for entry in self.types.iter() {
-            // SAFETY: By the type invariant every entry is registered; it is
-            // unregistered once, here. dm-snapshot holds a reference to our
-            // module while a store of the type exists, so none exists now.
-            unsafe { bindings::dm_exception_store_type_unregister(entry.get()) };
-        }
+impl<T: ExceptionStore> Drop for Registration<T> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant the table is registered; it is
+        // unregistered once, here. Stores made before keep reading it: it
+        // stays in the storage, which is not written again (the storage
+        // stays claimed).
+        unsafe { bindings::dm_exception_store_type_unregister(self.storage.table.get()) };
     }
 }
