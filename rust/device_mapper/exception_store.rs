@@ -130,6 +130,15 @@ pub enum StatusType {
 /// here once per call with `READ_ONCE()` semantics, and the fields are not
 /// assumed to be consistent with each other.
 ///
+/// A known dm-snapshot race breaks the invariants below, for the C store as
+/// much as for this one: `snapshot_status()` calls the store's `status` for
+/// `STATUSTYPE_TABLE` without the snapshot's lock, so a `dmsetup table` on
+/// a new table that runs while its resume hands the store over, and the old
+/// table is destroyed, can use a store (and snapshot) being freed, and its
+/// handover writes race with the reads here. The fix belongs in
+/// dm-snapshot: hold `snap->lock` for reading around that call, as the
+/// handover holds both snapshots' locks for writing.
+///
 /// # Invariants
 ///
 /// - `self.0` is a live `struct dm_exception_store` for the lifetime of
@@ -169,9 +178,10 @@ impl Store {
     /// not read, or the metadata is to be handed over).
     pub fn chunk_size(&self) -> u32 {
         // SAFETY: The store is live and the field aligned (type invariant,
-        // a C struct). Its writers are dm-snapshot's constructor, before any
-        // callback that reads it, and `StoreSetup`, which excludes readers:
-        // no write races with this atomic load.
+        // a C struct). Its writers are `StoreSetup`, which excludes readers,
+        // and dm-snapshot's constructor, on the constructing thread after
+        // the store's `ctr` and before the table is live: no write races
+        // with this atomic load.
         unsafe { Atomic::from_ptr(&raw mut (*self.raw()).chunk_size) }.load(Relaxed)
     }
 
@@ -194,20 +204,21 @@ impl Store {
     /// [`ExceptionStore::status`] runs: the value is the old or the new one.
     pub fn userspace_supports_overflow(&self) -> bool {
         // SAFETY: The store is live and the field aligned (type invariant).
-        // dm-snapshot's handover writes it with a plain store, unordered
-        // against the table status: a race of dm-snapshot with its own
-        // status code, which reads `snap->store` the same way. This side
-        // reads it once, atomically: an aligned byte holds the old or the
-        // new `bool`, both valid.
+        // Its writers are `StoreSetup` and dm-snapshot's handover, which
+        // runs under both snapshots' locks; the handover's plain store can
+        // meet this load only in the dm-snapshot status race described on
+        // `Store`, which is dm-snapshot's to close. The load is atomic, so
+        // this side adds no race of its own.
         unsafe { Atomic::from_ptr(&raw mut (*self.raw()).userspace_supports_overflow) }
             .load(Relaxed)
     }
 
     /// The snapshot the store belongs to: one of the two of a handover.
     fn snap(&self) -> *mut bindings::dm_snapshot {
-        // SAFETY: The store is live (type invariant); `snap` may be written
-        // by a handover meanwhile, so it is read once, volatile, as
-        // `READ_ONCE()` of a pointer.
+        // SAFETY: The store is live and the field aligned (type invariant);
+        // `snap` is written by the handover only, under both snapshots'
+        // locks, so as for `userspace_supports_overflow` it is read once,
+        // volatile, as `READ_ONCE()` of a pointer.
         unsafe { (&raw const (*self.raw()).snap).read_volatile() }
     }
 
@@ -358,6 +369,13 @@ impl CommitCompletion {
 
     /// Completes the commit: `success` tells dm-snapshot whether the
     /// exception is on disk; if not, it invalidates the snapshot.
+    ///
+    /// Completing the last pending commit lets a waiting snapshot
+    /// destructor go on; the store's data stays valid until the
+    /// `commit_exception` call that was given this completion returns,
+    /// because dm-snapshot makes that call from a kcopyd callback and
+    /// destroys its kcopyd client, which waits for every job, before the
+    /// store.
     ///
     /// Context: may sleep; hold none of the store's locks.
     pub fn complete(self, success: bool) {
@@ -545,7 +563,8 @@ pub trait ExceptionStore: Sized {
     /// Writes the store's part of the table line (`status`).
     ///
     /// Context: process, no lock of the snapshot held; may run
-    /// concurrently with every other callback but `new` and `dtr`.
+    /// concurrently with every other callback but `new` and `dtr` (save
+    /// for the dm-snapshot race described on [`Store`]).
     fn status(
         data: Borrowed<'_, Self>,
         store: &Store,
@@ -617,7 +636,10 @@ impl<T: ExceptionStore> Callbacks<T> {
     /// commit is still pending, and none is: `snapshot_dtr()` waits until
     /// `pending_exceptions_count` is 0, which every commit's completion
     /// decrements, before it destroys the store. A completion dropped here
-    /// would call into a snapshot being freed.
+    /// would call into a snapshot being freed. Nor does a callback still
+    /// run: `commit_exception` is called from kcopyd's job callbacks, and
+    /// `snapshot_dtr()` destroys its kcopyd client, which waits for every
+    /// job, before the store.
     unsafe extern "C" fn dtr(store: *mut bindings::dm_exception_store) {
         // SAFETY: `context` holds the data `ctr` stored with `into_foreign`;
         // this is the last callback, so no borrow of it is alive.
