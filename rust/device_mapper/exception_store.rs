@@ -122,9 +122,9 @@ pub enum StatusType {
 ///
 /// dm-snapshot writes some of the store's fields itself, outside the
 /// store's callbacks: `chunk_size` (set to 0 in the snapshot constructor
-/// when the metadata will be handed over, leaving `chunk_mask` and
-/// `chunk_shift` as they were), and `snap` and `userspace_supports_overflow`
-/// (while handing the store over to a new table in `snapshot_resume()`).
+/// when the metadata will be handed over, without its mask and shift),
+/// and `snap` and `userspace_supports_overflow` (while handing the store
+/// over to a new table in `snapshot_resume()`).
 /// The handover takes no lock that the table status (`STATUSTYPE_TABLE`,
 /// which calls [`ExceptionStore::status`]) takes, so these fields are read
 /// here once per call with `READ_ONCE()` semantics, and the fields are not
@@ -144,10 +144,10 @@ pub enum StatusType {
 /// - `self.0` is a live `struct dm_exception_store` for the lifetime of
 ///   every `&Store`, and its `snap` points to a live snapshot, whichever of
 ///   the two of a handover it is.
-/// - `chunk_size`, `chunk_shift`, `chunk_mask`, `snap` and
-///   `userspace_supports_overflow` are written only by dm-snapshot as above
-///   or through a [`StoreSetup`]; the other fields that the accessors read
-///   are not written while a `&Store` exists.
+/// - `chunk_size`, `snap` and `userspace_supports_overflow` are written
+///   only by dm-snapshot as above or through a [`StoreSetup`]; the other
+///   fields that the accessors read are not written while a `&Store`
+///   exists.
 #[repr(transparent)]
 pub struct Store(Opaque<bindings::dm_exception_store>);
 
@@ -183,19 +183,6 @@ impl Store {
         // the store's `ctr` and before the table is live: no write races
         // with this atomic load.
         unsafe { Atomic::from_ptr(&raw mut (*self.raw()).chunk_size) }.load(Relaxed)
-    }
-
-    /// `log2` of the chunk size (`store->chunk_shift`), 0 before a chunk
-    /// size was set; not updated when dm-snapshot sets the chunk size to 0.
-    pub fn chunk_shift(&self) -> u32 {
-        // SAFETY: As in `chunk_size`; only `StoreSetup` writes this field.
-        unsafe { Atomic::from_ptr(&raw mut (*self.raw()).chunk_shift) }.load(Relaxed)
-    }
-
-    /// The chunk size minus one (`store->chunk_mask`), as `chunk_shift`.
-    pub fn chunk_mask(&self) -> u32 {
-        // SAFETY: As in `chunk_shift`.
-        unsafe { Atomic::from_ptr(&raw mut (*self.raw()).chunk_mask) }.load(Relaxed)
     }
 
     /// Whether the table asked for overflow to be reported rather than
