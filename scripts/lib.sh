@@ -92,8 +92,11 @@ kernel_inputs() {
 	local p
 	for p in "$TOP"/patches/*.patch; do
 		[ -e "$p" ] || continue
-		# the patch's own content, not the date line format-patch writes
-		echo "patch $(basename "$p"): $(grep -v '^Date: ' "$p" | sha256sum | cut -d' ' -f1)"
+		# what the build applies: the diff, from its first "diff " line,
+		# not the commit message or the date format-patch writes (the
+		# whole file for a patch without such a line)
+		echo "patch $(basename "$p"): $(awk '/^diff /{d=1} d' "$p" | sha256sum | cut -d' ' -f1)"
+		grep -q '^diff ' "$p" || echo "patch $(basename "$p") (whole): $(sha256sum < "$p" | cut -d' ' -f1)"
 	done
 	echo "rustc: $(rustc --version)"
 	echo "rust-src: $(rustc --print sysroot)"

@@ -47,6 +47,19 @@ check() {
 	rm -f "$out"
 }
 
+# checkpatch_clean SRC: every patch of the series, checked by the kernel
+# tree's own checkpatch.pl run from that tree (it reads MAINTAINERS and the
+# spelling list there); any error, warning or check fails.
+checkpatch_clean() {
+	local p out rc=0
+	for p in "$TOP"/patches/*.patch; do
+		out=$(cd "$1" && perl scripts/checkpatch.pl --strict --color=never "$p" 2>&1) || rc=1
+		echo "$out"
+		grep -q '^total: 0 errors, 0 warnings, 0 checks' <<< "$out" || rc=1
+	done
+	return $rc
+}
+
 # no_warnings COMMAND...: run it; fail if it fails or prints a warning.
 no_warnings() {
 	local out rc=0
@@ -101,6 +114,7 @@ if [ "$host_only" -eq 0 ]; then
 	# --- the kernel and the module
 	KDIR=$("$TOP/scripts/build-kernel.sh")
 	export KDIR
+	check "kernel patches pass checkpatch --strict" checkpatch_clean "$KDIR/../linux"
 	check "module rustfmt clean" make -C "$TOP" -s rustfmtcheck
 	check "module clippy clean" no_warnings make -C "$TOP" -s clippy
 	check "module builds without warnings" no_warnings make -C "$TOP" -s modules
