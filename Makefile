@@ -12,7 +12,7 @@ KDIR ?= $(shell $(CURDIR)/scripts/kernel-dir.sh)
 KBUILD = $(MAKE) -C $(KDIR) M=$(CURDIR) LLVM=$(LLVM)
 
 # Rust sources that are built into the module.
-MODULE_RS := dm_snap_persistent.rs $(shell find rust store -name '*.rs' 2>/dev/null)
+MODULE_RS := dm_snap_persistent.rs $(filter-out rust/doc_examples.rs,$(shell find rust store -name '*.rs' 2>/dev/null))
 
 .PHONY: all modules clippy rustfmt rustfmtcheck clean kdir-check
 

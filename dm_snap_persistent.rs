@@ -19,10 +19,10 @@ use kernel::prelude::*;
 
 #[path = "rust/block_device.rs"]
 pub mod block_device;
+#[path = "rust/dedicated_workqueue.rs"]
+pub mod dedicated_workqueue;
 #[path = "rust/device_mapper/mod.rs"]
 pub mod device_mapper;
-#[path = "rust/owned_workqueue.rs"]
-pub mod owned_workqueue;
 #[path = "format/src/snap_format.rs"]
 pub mod snap_format;
 mod store;

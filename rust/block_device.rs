@@ -22,6 +22,21 @@ pub const SECTOR_SIZE: usize = 1 << SECTOR_SHIFT;
 
 /// A block device that stays open while a reference to it exists.
 ///
+/// # Examples
+///
+/// ```
+/// use crate::block_device::{BlockDevice, BlockDeviceFile, SECTOR_SIZE};
+///
+/// fn bytes(dev: &BlockDevice) -> u64 {
+///     dev.nr_sectors() * SECTOR_SIZE as u64
+/// }
+///
+/// # let file = BlockDeviceFile::open(1, 0, false)?; // brd's /dev/ram0
+/// let dev: &BlockDevice = &file;
+/// assert!(dev.logical_block_size() as usize >= SECTOR_SIZE);
+/// assert!(bytes(dev) > 0);
+/// ```
+///
 /// # Invariants
 ///
 /// `self.0` is a valid, open `struct block_device` for the lifetime of every
@@ -75,6 +90,18 @@ impl BlockDevice {
 ///
 /// Device-mapper code is handed devices that dm core opened; this is for
 /// code that opens one itself, such as tests.
+///
+/// # Examples
+///
+/// ```
+/// use crate::block_device::BlockDeviceFile;
+///
+/// // brd's /dev/ram0, for reading; closed when `file` is dropped.
+/// let file = BlockDeviceFile::open(1, 0, false)?;
+/// assert!(file.nr_sectors() > 0);
+/// // Numbers that do not fit a `dev_t` are refused.
+/// assert_eq!(BlockDeviceFile::open(1 << 12, 0, false).err(), Some(EINVAL));
+/// ```
 ///
 /// # Invariants
 ///

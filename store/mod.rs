@@ -26,6 +26,10 @@
 #![forbid(unsafe_code)]
 
 use crate::{
+    dedicated_workqueue::{
+        DedicatedQueue,
+        Placement, //
+    },
     device_mapper::{
         bufio,
         exception_store::{
@@ -48,10 +52,6 @@ use crate::{
             Region, //
         },
         MsgPrefix, //
-    },
-    owned_workqueue::{
-        self,
-        OwnedQueue, //
     },
     snap_format::{
         self as format,
@@ -115,7 +115,7 @@ pub(crate) struct StoreData {
     /// C: `ps->io_client`.
     io: io::Client,
     /// C: `ps->metadata_wq`.
-    metadata_wq: OwnedQueue,
+    metadata_wq: DedicatedQueue,
 }
 
 /// What the commit and merge paths own.
@@ -438,12 +438,10 @@ impl ExceptionStore for PersistentStore {
 
     /// C: `persistent_ctr()`.
     fn new(store: &mut StoreSetup<'_>, options: Option<&CStr>) -> Result<Self::Data> {
-        let Ok(metadata_wq) = OwnedQueue::new(
-            c"ksnaphd",
-            owned_workqueue::Placement::PerCpu,
-            owned_workqueue::Flags::MEM_RECLAIM,
-            0,
-        ) else {
+        let Ok(metadata_wq) = DedicatedQueue::builder(Placement::PerCpu)
+            .mem_reclaim()
+            .build(c"ksnaphd")
+        else {
             crate::dm_err!(PREFIX, "{}", format::messages::WORKQUEUE_FAILED);
             return Err(ENOMEM);
         };

@@ -29,6 +29,22 @@ use kernel::{
 
 /// A dm-bufio client for one block device and block size.
 ///
+/// # Examples
+///
+/// ```
+/// use crate::{block_device::BlockDeviceFile, device_mapper::bufio};
+///
+/// # let dev = BlockDeviceFile::open(1, 0, false)?; // brd's /dev/ram0
+/// let mut client = bufio::Client::new(&dev, 4096)?;
+/// // Start reading blocks 0 to 7, so that the reads below wait less.
+/// client.prefetch(0, 8);
+/// for block in 0..8 {
+///     assert_eq!(client.read(block)?.len(), 4096);
+/// }
+/// // Drop a cached block: its next read goes to the device.
+/// client.forget(3);
+/// ```
+///
 /// # Invariants
 ///
 /// `ptr` is a client returned by `dm_bufio_client_create()` and not yet
@@ -165,6 +181,22 @@ impl Drop for Client<'_> {
 
 /// A block held in the cache of a [`Client`], released on drop
 /// (`dm_bufio_release()`).
+///
+/// # Examples
+///
+/// ```
+/// use crate::{block_device::BlockDeviceFile, device_mapper::bufio};
+///
+/// # let dev = BlockDeviceFile::open(1, 0, false)?; // brd's /dev/ram0
+/// let mut client = bufio::Client::new(&dev, 512)?;
+/// let first = client.read(0)?;
+/// let magic = u32::from_le_bytes([first[0], first[1], first[2], first[3]]);
+/// // Releasing the block lets the client hand out another.
+/// drop(first);
+/// let second = client.read(1)?;
+/// assert_eq!(second.len(), 512);
+/// # let _ = magic;
+/// ```
 ///
 /// # Invariants
 ///

@@ -65,6 +65,16 @@ type Borrowed<'a, T> = <<T as ExceptionStore>::Data as ForeignOwnable>::Borrowed
 
 /// An exception: chunk `old_chunk` of the origin is kept in chunk
 /// `new_chunk` of the COW device (`struct dm_exception`, less its hash links).
+///
+/// # Examples
+///
+/// ```
+/// use crate::device_mapper::exception_store::Exception;
+///
+/// // Origin chunk 100's old data is in chunk 2 of the COW device.
+/// let e = Exception { old_chunk: 100, new_chunk: 2 };
+/// assert_eq!(e, Exception { old_chunk: 100, new_chunk: 2 });
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Exception {
     /// The chunk of the origin.
@@ -74,6 +84,22 @@ pub struct Exception {
 }
 
 /// What [`ExceptionStore::read_metadata`] found on the COW device.
+///
+/// # Examples
+///
+/// ```
+/// use crate::device_mapper::exception_store::Metadata;
+///
+/// // The persistent store's header field `valid`.
+/// fn from_header(valid: u32) -> Metadata {
+///     if valid == 0 {
+///         Metadata::Invalid
+///     } else {
+///         Metadata::Valid
+///     }
+/// }
+/// assert_eq!(from_header(0), Metadata::Invalid);
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Metadata {
     /// The snapshot is usable; its exceptions were passed to the sink.
@@ -85,6 +111,20 @@ pub enum Metadata {
 
 /// The run of exceptions [`ExceptionStore::prepare_merge`] offers to merge:
 /// the most recent one and how many consecutive ones precede it.
+///
+/// # Examples
+///
+/// ```
+/// use crate::device_mapper::exception_store::MergeRun;
+///
+/// // Exceptions 10 -> 5, 11 -> 6 and 12 -> 7 merge as one run.
+/// let run = MergeRun {
+///     last_old_chunk: 12,
+///     last_new_chunk: 7,
+///     count: 3,
+/// };
+/// assert_eq!(run.last_old_chunk + 1 - u64::from(run.count), 10);
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct MergeRun {
     /// The origin chunk of the most recent exception.
@@ -97,6 +137,20 @@ pub struct MergeRun {
 }
 
 /// How full a store is, in sectors, as `dmsetup status` reports it.
+///
+/// # Examples
+///
+/// ```
+/// use crate::device_mapper::exception_store::Usage;
+///
+/// // 4 KiB chunks on a 1 MiB COW device: the header, one area, three chunks.
+/// let u = Usage {
+///     total_sectors: 2048,
+///     sectors_allocated: 5 * 8,
+///     metadata_sectors: 2 * 8,
+/// };
+/// assert!(u.metadata_sectors <= u.sectors_allocated);
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct Usage {
     /// The size of the COW device.
@@ -108,6 +162,23 @@ pub struct Usage {
 }
 
 /// Which status dm asks for (`status_type_t`).
+///
+/// # Examples
+///
+/// ```
+/// use core::fmt::Write;
+/// use crate::device_mapper::exception_store::{StatusType, StatusWriter};
+///
+/// // The persistent store's table arguments: " P 16", or " PO 16".
+/// fn table(kind: StatusType, overflow: bool, chunk: u32, out: &mut StatusWriter<'_>) {
+///     if kind == StatusType::Table {
+///         let _ = write!(out, " {} {}", if overflow { "PO" } else { "P" }, chunk);
+///     }
+/// }
+/// let mut buf = [0u8; 16];
+/// table(StatusType::Table, true, 16, &mut StatusWriter::new(&mut buf));
+/// assert!(buf.starts_with(b" PO 16\0"));
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum StatusType {
     /// `STATUSTYPE_INFO` (`dmsetup status`).
@@ -125,19 +196,31 @@ pub enum StatusType {
 /// when the metadata will be handed over, without its mask and shift),
 /// and `snap` and `userspace_supports_overflow` (while handing the store
 /// over to a new table in `snapshot_resume()`).
-/// The handover takes no lock that the table status (`STATUSTYPE_TABLE`,
-/// which calls [`ExceptionStore::status`]) takes, so these fields are read
-/// here once per call with `READ_ONCE()` semantics, and the fields are not
-/// assumed to be consistent with each other.
+/// The handover runs under both snapshots' locks (`snap->lock`, for
+/// writing). The table status (`STATUSTYPE_TABLE`, which calls
+/// [`ExceptionStore::status`]) took no lock in Linux 7.3, so a
+/// `dmsetup table` of a new table, live once `dm_swap_table()` returned,
+/// could load the store that the resume then hands over to the old
+/// snapshot, and use it while the old table is destroyed with it. The patch
+/// series this code requires (`patches/`, "dm snapshot: hold the snapshot
+/// lock for the store's table status") makes dm-snapshot hold `snap->lock`
+/// for reading around that call. The fields are still read once per call
+/// with `READ_ONCE()` semantics, and not assumed to be consistent with each
+/// other, so that no reader here depends on which lock its caller holds.
 ///
-/// A known dm-snapshot race breaks the invariants below, for the C store as
-/// much as for this one: `snapshot_status()` calls the store's `status` for
-/// `STATUSTYPE_TABLE` without the snapshot's lock, so a `dmsetup table` on
-/// a new table that runs while its resume hands the store over, and the old
-/// table is destroyed, can use a store (and snapshot) being freed, and its
-/// handover writes race with the reads here. The fix belongs in
-/// dm-snapshot: hold `snap->lock` for reading around that call, as the
-/// handover holds both snapshots' locks for writing.
+/// # Examples
+///
+/// ```
+/// use crate::device_mapper::exception_store::Store;
+///
+/// // How many chunks of the store's size the COW device holds.
+/// fn cow_chunks(store: &Store) -> u64 {
+///     match store.chunk_size() {
+///         0 => 0,
+///         c => store.cow().nr_sectors() / u64::from(c),
+///     }
+/// }
+/// ```
 ///
 /// # Invariants
 ///
@@ -192,10 +275,11 @@ impl Store {
     pub fn userspace_supports_overflow(&self) -> bool {
         // SAFETY: The store is live and the field aligned (type invariant).
         // Its writers are `StoreSetup` and dm-snapshot's handover, which
-        // runs under both snapshots' locks; the handover's plain store can
-        // meet this load only in the dm-snapshot status race described on
-        // `Store`, which is dm-snapshot's to close. The load is atomic, so
-        // this side adds no race of its own.
+        // runs under both snapshots' locks for writing. `status`, its only
+        // reader here, holds the lock for reading with the series'
+        // dm-snapshot patch (see `Store`), so it does not meet the
+        // handover's plain store; and the load is atomic, so a caller
+        // without the lock would add no data race of its own.
         unsafe { Atomic::from_ptr(&raw mut (*self.raw()).userspace_supports_overflow) }
             .load(Relaxed)
     }
@@ -227,6 +311,21 @@ impl Store {
 /// A [`Store`] in a phase where dm-snapshot calls nothing else on it (its
 /// constructor and [`ExceptionStore::read_metadata`]), so its settings can be
 /// changed.
+///
+/// # Examples
+///
+/// ```
+/// use crate::device_mapper::exception_store::StoreSetup;
+///
+/// // A constructor: the table's chunk size, unless the metadata will say.
+/// fn setup(store: &mut StoreSetup<'_>, table_chunk: u32, overflow: bool) -> Result {
+///     if table_chunk != 0 {
+///         store.set_chunk_size(table_chunk)?;
+///     }
+///     store.set_userspace_supports_overflow(overflow);
+///     Ok(())
+/// }
+/// ```
 ///
 /// # Invariants
 ///
@@ -287,6 +386,20 @@ impl StoreSetup<'_> {
 /// It is neither `Send` nor `Sync` (raw pointers), and exists only as a
 /// borrow during `read_metadata`: it cannot leave that call or its thread.
 ///
+/// # Examples
+///
+/// ```
+/// use crate::device_mapper::exception_store::{Exception, ExceptionSink};
+///
+/// // The end of a read_metadata: every exception found, in disk order.
+/// fn report(found: &[Exception], sink: &mut ExceptionSink<'_>) -> Result {
+///     for e in found {
+///         sink.add(e.old_chunk, e.new_chunk)?;
+///     }
+///     Ok(())
+/// }
+/// ```
+///
 /// # Invariants
 ///
 /// `callback(context, old, new)` may be called any number of times, from
@@ -324,6 +437,18 @@ impl ExceptionSink<'_> {
 /// Completing it may re-enter the store on the same thread
 /// ([`ExceptionStore::drop_snapshot`], [`ExceptionStore::prepare_exception`])
 /// and may sleep: complete it without holding any of the store's locks.
+///
+/// # Examples
+///
+/// ```
+/// use crate::device_mapper::exception_store::CommitCompletion;
+///
+/// // After the commit's write: complete once, with its outcome. Returning
+/// // early without `done.complete()` would complete it with failure.
+/// fn finish(write: Result, done: CommitCompletion) {
+///     done.complete(write.is_ok());
+/// }
+/// ```
 ///
 /// # Invariants
 ///
@@ -389,8 +514,9 @@ impl Drop for CommitCompletion {
 ///
 /// # Examples
 ///
-/// ```ignore
+/// ```
 /// use core::fmt::Write;
+/// use crate::device_mapper::exception_store::StatusWriter;
 ///
 /// let mut buf = [0xffu8; 8];
 /// let mut out = StatusWriter::new(&mut buf);
@@ -468,15 +594,73 @@ impl core::fmt::Write for StatusWriter<'_> {
 ///   completion, process context, one at a time and in prepare order.
 /// - [`usage`](ExceptionStore::usage) under the snapshot's lock (for
 ///   `dmsetup status`), process context.
-/// - [`status`](ExceptionStore::status) for `dmsetup table` without any
-///   lock of the snapshot, process context: concurrently with any other
-///   callback, and with dm-snapshot handing the store over to a new table
-///   (see [`Store`]).
+/// - [`status`](ExceptionStore::status) for `dmsetup table` under the
+///   snapshot's lock for reading (with the series' dm-snapshot patch; see
+///   [`Store`]), process context.
 /// - [`drop_snapshot`](ExceptionStore::drop_snapshot) when the snapshot is
 ///   invalidated, under the snapshot's lock, possibly while a commit runs.
 /// - [`prepare_merge`](ExceptionStore::prepare_merge) and
 ///   [`commit_merge`](ExceptionStore::commit_merge) from the merge worker of
 ///   a `snapshot-merge` target; a type provides both or neither.
+///
+/// # Examples
+///
+/// ```
+/// use core::sync::atomic::{AtomicU64, Ordering};
+/// use crate::device_mapper::exception_store::{
+///     Chunk, CommitCompletion, Exception, ExceptionSink, ExceptionStore, Metadata,
+///     Registration, StatusType, StatusWriter, Store, StoreSetup, TypeStorage,
+/// };
+///
+/// // A store that keeps nothing on disk and hands out COW chunks in turn.
+/// struct Counting;
+///
+/// #[vtable]
+/// impl ExceptionStore for Counting {
+///     type Data = KBox<AtomicU64>;
+///
+///     fn new(store: &mut StoreSetup<'_>, _options: Option<&CStr>) -> Result<Self::Data> {
+///         if store.chunk_size() == 0 {
+///             store.set_chunk_size(8)?;
+///         }
+///         Ok(KBox::new(AtomicU64::new(0), GFP_KERNEL)?)
+///     }
+///
+///     fn read_metadata(
+///         _next: &AtomicU64,
+///         _store: &mut StoreSetup<'_>,
+///         _sink: &mut ExceptionSink<'_>,
+///     ) -> Result<Metadata> {
+///         Ok(Metadata::Valid)
+///     }
+///
+///     fn prepare_exception(next: &AtomicU64, _store: &Store, _old: Chunk) -> Result<Chunk> {
+///         Ok(next.fetch_add(1, Ordering::Relaxed))
+///     }
+///
+///     fn commit_exception(
+///         _next: &AtomicU64,
+///         _store: &Store,
+///         _e: Exception,
+///         valid: bool,
+///         done: CommitCompletion,
+///     ) {
+///         done.complete(valid);
+///     }
+///
+///     fn status(_next: &AtomicU64, _store: &Store, kind: StatusType, out: &mut StatusWriter<'_>) {
+///         if kind == StatusType::Table {
+///             let _ = core::fmt::Write::write_str(out, " counting");
+///         }
+///     }
+/// }
+///
+/// static COUNTING: TypeStorage = TypeStorage::new();
+/// # let module = kernel::module::this_module::<crate::LocalModule>();
+/// // dmsetup tables may name "counting" while `registration` lives.
+/// let registration = Registration::<Counting>::new(&COUNTING, c"counting", module)?;
+/// drop(registration);
+/// ```
 #[vtable]
 pub trait ExceptionStore: Sized {
     /// The per-store data, kept in `store->context`.
@@ -549,9 +733,14 @@ pub trait ExceptionStore: Sized {
 
     /// Writes the store's part of the table line (`status`).
     ///
-    /// Context: process, no lock of the snapshot held; may run
-    /// concurrently with every other callback but `new` and `dtr` (save
-    /// for the dm-snapshot race described on [`Store`]).
+    /// Context: process. Linux 7.3's dm-snapshot calls it for
+    /// [`StatusType::Table`] only, with the snapshot's lock held for reading
+    /// (with the series' dm-snapshot patch, see [`Store`]). It may run
+    /// concurrently with `prepare_exception` (called under the same lock
+    /// for reading) and with the callbacks called without it
+    /// (`commit_exception`, `prepare_merge`, `commit_merge`); never with
+    /// `usage`, `drop_snapshot` or a handover (which take the lock for
+    /// writing), nor with `new`, `read_metadata` or `dtr`.
     fn status(
         data: Borrowed<'_, Self>,
         store: &Store,
@@ -880,11 +1069,16 @@ impl<T: ExceptionStore> Callbacks<T> {
 ///
 /// # Examples
 ///
-/// ```ignore
-/// static PERSISTENT: TypeStorage = TypeStorage::new();
+/// ```
+/// use crate::device_mapper::exception_store::{ExceptionStore, Registration, TypeStorage};
 ///
-/// let registration =
-///     Registration::<MyStore>::new(&PERSISTENT, c"persistent", module)?;
+/// static STORAGE: TypeStorage = TypeStorage::new();
+///
+/// // Registered at most once: a second registration of the same storage,
+/// // even after the first was dropped, fails with `EBUSY`.
+/// fn register<T: ExceptionStore>(module: &'static ThisModule) -> Result<Registration<T>> {
+///     Registration::new(&STORAGE, c"example", module)
+/// }
 /// ```
 ///
 /// # Invariants
@@ -943,6 +1137,29 @@ impl Default for TypeStorage {
 ///
 /// As every registration, one that is leaked (`core::mem::forget`) stays
 /// registered after its module is unloaded.
+///
+/// # Examples
+///
+/// ```
+/// use crate::device_mapper::exception_store::{ExceptionStore, Registration, TypeStorage};
+///
+/// // One type under two names, as the C persistent store has; the module
+/// // keeps both in its state and drops them at exit.
+/// struct Names<T: ExceptionStore> {
+///     _long: Registration<T>,
+///     _short: Registration<T>,
+/// }
+///
+/// static LONG: TypeStorage = TypeStorage::new();
+/// static SHORT: TypeStorage = TypeStorage::new();
+///
+/// fn register<T: ExceptionStore>(module: &'static ThisModule) -> Result<Names<T>> {
+///     Ok(Names {
+///         _long: Registration::new(&LONG, c"persistent", module)?,
+///         _short: Registration::new(&SHORT, c"P", module)?,
+///     })
+/// }
+/// ```
 ///
 /// # Invariants
 ///

@@ -36,6 +36,17 @@ use kernel::{
 const IOPRIO_DEFAULT: ffi::c_ushort = 0;
 
 /// Operation flags of a request (`blk_opf_t` flag bits).
+///
+/// # Examples
+///
+/// ```
+/// use crate::device_mapper::io::OpFlags;
+///
+/// // A commit: every earlier write flushed, and this one durable on return.
+/// let commit = OpFlags::PREFLUSH | OpFlags::FUA | OpFlags::SYNC;
+/// assert_ne!(commit, OpFlags::NONE);
+/// assert_eq!(OpFlags::default(), OpFlags::NONE);
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
 pub struct OpFlags(bindings::blk_opf_t);
 
@@ -65,6 +76,19 @@ impl core::ops::BitOr for OpFlags {
 }
 
 /// A range of sectors of a block device (`struct dm_io_region`).
+///
+/// # Examples
+///
+/// ```
+/// use crate::{block_device::BlockDeviceFile, device_mapper::io::Region};
+///
+/// # let dev = BlockDeviceFile::open(1, 0, false)?; // brd's /dev/ram0
+/// let header = Region::new(&dev, 0, 8)?;
+/// assert_eq!(header.len(), 4096);
+/// // Empty, or past the end of the device: refused.
+/// assert_eq!(Region::new(&dev, 0, 0).err(), Some(EINVAL));
+/// assert_eq!(Region::new(&dev, dev.nr_sectors(), 1).err(), Some(EINVAL));
+/// ```
 ///
 /// # Invariants
 ///
@@ -155,6 +179,26 @@ mod private {
 /// Implemented for [`VVec<u8>`] (vmalloc memory, `DM_IO_VMA`) and
 /// [`KVec<u8>`] (kmalloc memory, `DM_IO_KMEM`); sealed, because dm-io must be
 /// told the right kind for each address.
+///
+/// # Examples
+///
+/// ```
+/// use crate::{
+///     block_device::BlockDeviceFile,
+///     device_mapper::io::{self, OpFlags, Region},
+/// };
+///
+/// # let dev = BlockDeviceFile::open(1, 0, true)?; // brd's /dev/ram0
+/// let client = io::Client::new()?;
+/// let region = Region::new(&dev, 64, 1)?;
+/// // vmalloc memory (a store's metadata area) ...
+/// let area = VVec::from_elem(0x5au8, 512, GFP_KERNEL)?;
+/// client.write(&region, &area, 0, OpFlags::NONE)?;
+/// // ... and kmalloc memory (a header block) both do.
+/// let mut header = KVec::from_elem(0u8, 512, GFP_KERNEL)?;
+/// client.read(&region, &mut header, 0)?;
+/// assert!(header.iter().all(|&b| b == 0x5a));
+/// ```
 pub trait IoMemory: private::Sealed {
     /// The buffer's bytes.
     fn bytes(&self) -> &[u8];
@@ -219,6 +263,28 @@ impl private::Sealed for KVec<u8> {
 
 /// A dm-io client (`struct dm_io_client`): the bio set and page pool that
 /// its I/O is allocated from.
+///
+/// # Examples
+///
+/// ```
+/// use crate::{
+///     block_device::BlockDeviceFile,
+///     device_mapper::io::{self, OpFlags, Region},
+/// };
+///
+/// # let dev = BlockDeviceFile::open(1, 0, true)?; // brd's /dev/ram0
+/// let client = io::Client::new()?;
+/// let region = Region::new(&dev, 8, 8)?;
+/// let data = VVec::from_elem(7u8, 4096, GFP_KERNEL)?;
+/// // Durable on return, with every write completed before it.
+/// client.write(&region, &data, 0, OpFlags::PREFLUSH | OpFlags::FUA)?;
+/// let mut back = VVec::from_elem(0u8, 4096, GFP_KERNEL)?;
+/// client.read(&region, &mut back, 0)?;
+/// assert!(back[..] == data[..]);
+/// // A buffer too short for the region is refused before any I/O.
+/// let mut short = VVec::from_elem(0u8, 512, GFP_KERNEL)?;
+/// assert_eq!(client.read(&region, &mut short, 0).err(), Some(EINVAL));
+/// ```
 ///
 /// # Invariants
 ///

@@ -23,6 +23,16 @@ use kernel::str::CStr;
 /// The prefix of a device-mapper module's messages: `DM_NAME ": "
 /// DM_MSG_PREFIX`, as `DMERR()` and friends print it. Make one with
 /// [`dm_msg_prefix!`](crate::dm_msg_prefix).
+///
+/// # Examples
+///
+/// ```
+/// use crate::device_mapper::MsgPrefix;
+///
+/// const PREFIX: MsgPrefix = crate::dm_msg_prefix!("example");
+/// // Logs "device-mapper: example: 3 exceptions".
+/// crate::dm_info!(PREFIX, "{} exceptions", 3);
+/// ```
 pub struct MsgPrefix(&'static CStr);
 
 impl MsgPrefix {
@@ -33,6 +43,15 @@ impl MsgPrefix {
 }
 
 /// The severity of a device-mapper message.
+///
+/// # Examples
+///
+/// ```
+/// use crate::device_mapper::{print, Level, MsgPrefix};
+///
+/// const PREFIX: MsgPrefix = crate::dm_msg_prefix!("example");
+/// print(Level::Info, &PREFIX, format_args!("{} of {}\n", 1, 2));
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Level {
     /// `DMERR()`: `KERN_ERR`.

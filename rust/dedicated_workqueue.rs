@@ -34,6 +34,15 @@ use kernel::{
 
 /// Where the work of a queue runs. A queue has exactly one placement: the
 /// kernel warns about a queue with neither or both.
+///
+/// # Examples
+///
+/// ```
+/// use crate::dedicated_workqueue::{DedicatedQueue, Placement};
+///
+/// let queue = DedicatedQueue::builder(Placement::Unbound).build(c"kexample_unbound")?;
+/// assert_eq!(queue.run_sync(|| 1 + 1)?, 2);
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Placement {
     /// `WQ_PERCPU`: work runs on the CPU it was queued from.
@@ -51,83 +60,128 @@ impl Placement {
     }
 }
 
-/// Further flags of a new workqueue (`enum wq_flags`).
+/// The settings of a new [`DedicatedQueue`]; made by
+/// [`DedicatedQueue::builder`], consumed by [`Builder::build`].
+///
+/// # Examples
+///
+/// ```
+/// use crate::dedicated_workqueue::{DedicatedQueue, Placement};
+///
+/// // A per-CPU queue with a rescuer thread, for I/O that reclaim may wait on.
+/// let queue = DedicatedQueue::builder(Placement::PerCpu)
+///     .mem_reclaim()
+///     .build(c"kexampled")?;
+/// assert_eq!(queue.run_sync(|| 6 * 7)?, 42);
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub struct Flags(u32);
+pub struct Builder {
+    placement: Placement,
+    flags: u32,
+    max_active: u16,
+}
 
-impl Flags {
-    /// No further flags.
-    pub const NONE: Flags = Flags(0);
-    /// `WQ_MEM_RECLAIM`: the queue has a rescuer thread, so its work runs
+impl Builder {
+    /// `WQ_MEM_RECLAIM`: the queue gets a rescuer thread, so its work runs
     /// even when no new worker can be allocated. Required for work that
     /// memory reclaim may wait on, such as I/O of a block device.
-    pub const MEM_RECLAIM: Flags = Flags(bindings::wq_flags_WQ_MEM_RECLAIM);
+    #[must_use]
+    pub const fn mem_reclaim(self) -> Self {
+        Self {
+            flags: self.flags | bindings::wq_flags_WQ_MEM_RECLAIM,
+            ..self
+        }
+    }
+
     /// `WQ_HIGHPRI`: work runs on high-priority workers.
-    pub const HIGHPRI: Flags = Flags(bindings::wq_flags_WQ_HIGHPRI);
-
-    /// Returns the raw flag bits.
-    const fn bits(self) -> u32 {
-        self.0
+    #[must_use]
+    pub const fn highpri(self) -> Self {
+        Self {
+            flags: self.flags | bindings::wq_flags_WQ_HIGHPRI,
+            ..self
+        }
     }
-}
 
-impl core::ops::BitOr for Flags {
-    type Output = Flags;
-
-    fn bitor(self, rhs: Flags) -> Flags {
-        Flags(self.0 | rhs.0)
+    /// The number of work items that may run at once per CPU (or in all, for
+    /// an unbound queue). Without this call, or with 0, the kernel's default
+    /// applies; the kernel clamps values above `WQ_MAX_ACTIVE` with a warning.
+    #[must_use]
+    pub const fn max_active(self, max_active: u16) -> Self {
+        Self { max_active, ..self }
     }
-}
 
-/// A workqueue allocated by [`OwnedQueue::new`] and destroyed on drop.
-///
-/// It hands out no [`kernel::workqueue::Queue`]: through one, delayed work
-/// could be queued whose timer `destroy_workqueue()` does not wait for, and
-/// that timer would then queue work on a freed workqueue. The only way to
-/// run work here is [`OwnedQueue::run_sync`], which waits for it.
-///
-/// # Invariants
-///
-/// `ptr` points to a workqueue returned by `alloc_workqueue()` that has not
-/// been destroyed; only the drop of this value destroys it.
-pub struct OwnedQueue {
-    ptr: NonNull<bindings::workqueue_struct>,
-}
-
-// SAFETY: A workqueue may be used and destroyed from any thread.
-unsafe impl Send for OwnedQueue {}
-
-// SAFETY: All operations on a workqueue through `&OwnedQueue` are safe to
-// call concurrently.
-unsafe impl Sync for OwnedQueue {}
-
-impl OwnedQueue {
-    /// Allocates a workqueue named `name` (`alloc_workqueue()`), placed as
-    /// `placement`, with `flags`.
-    ///
-    /// `max_active` is the number of work items that may run at once per
-    /// CPU (or in all, for an unbound queue); 0 picks the default.
+    /// Allocates the workqueue, named `name` (`alloc_workqueue()`; the
+    /// kernel keeps the first 31 bytes of a longer name, with a warning).
     ///
     /// # Errors
     ///
     /// `ENOMEM` if the workqueue cannot be allocated.
     ///
     /// Context: may sleep.
-    pub fn new(name: &CStr, placement: Placement, flags: Flags, max_active: i32) -> Result<Self> {
-        // SAFETY: The format string takes exactly one `%s` argument, `name`,
-        // a NUL-terminated string that `alloc_workqueue` copies.
+    pub fn build(self, name: &CStr) -> Result<DedicatedQueue> {
+        let flags = self.placement.bits() | self.flags;
+        // SAFETY: `name` is a NUL-terminated string, valid for the call; the
+        // helper passes it as the only argument of a fixed `"%s"` format,
+        // and `alloc_workqueue()` copies it (into the queue's name, cut at
+        // `WQ_NAME_LEN`, and for lockdep), so it need not outlive the call.
+        // `flags` is one placement bit and, at most, `WQ_MEM_RECLAIM` and
+        // `WQ_HIGHPRI` (the builder's private fields allow nothing else;
+        // never `WQ_BH`). `max_active` is 0, for the default, or a value
+        // the kernel clamps to its limit with a warning.
         let ptr = unsafe {
-            bindings::alloc_workqueue_noprof(
-                c"%s".as_char_ptr(),
-                placement.bits() | flags.bits(),
-                max_active,
-                name.as_char_ptr(),
-            )
+            bindings::alloc_workqueue(name.as_char_ptr(), flags, i32::from(self.max_active))
         };
+        let ptr = NonNull::new(ptr).ok_or(ENOMEM)?;
         // INVARIANT: `ptr` is a new workqueue, owned by the value returned.
-        Ok(Self {
-            ptr: NonNull::new(ptr).ok_or(ENOMEM)?,
-        })
+        Ok(DedicatedQueue { ptr })
+    }
+}
+
+/// A workqueue allocated by [`Builder::build`] and destroyed on drop.
+///
+/// It hands out no [`kernel::workqueue::Queue`]: through one, delayed work
+/// could be queued whose timer `destroy_workqueue()` does not wait for, and
+/// that timer would then queue work on a freed workqueue. The only way to
+/// run work here is [`DedicatedQueue::run_sync`], which waits for it.
+///
+/// # Examples
+///
+/// ```
+/// use crate::dedicated_workqueue::{DedicatedQueue, Placement};
+///
+/// let queue = DedicatedQueue::builder(Placement::PerCpu)
+///     .mem_reclaim()
+///     .max_active(1)
+///     .build(c"kexample_sync")?;
+/// // The closure may borrow from the caller's stack: `run_sync` waits for it.
+/// let data = [1u32, 2, 3];
+/// assert_eq!(queue.run_sync(|| data.iter().sum::<u32>())?, 6);
+/// ```
+///
+/// # Invariants
+///
+/// `ptr` points to a workqueue returned by `alloc_workqueue()` that has not
+/// been destroyed; only the drop of this value destroys it.
+pub struct DedicatedQueue {
+    ptr: NonNull<bindings::workqueue_struct>,
+}
+
+// SAFETY: A workqueue may be used and destroyed from any thread.
+unsafe impl Send for DedicatedQueue {}
+
+// SAFETY: All operations on a workqueue through `&DedicatedQueue` are safe to
+// call concurrently.
+unsafe impl Sync for DedicatedQueue {}
+
+impl DedicatedQueue {
+    /// Starts the settings of a new queue whose work runs as `placement`
+    /// says; [`Builder::build`] allocates it.
+    pub const fn builder(placement: Placement) -> Builder {
+        Builder {
+            placement,
+            flags: 0,
+            max_active: 0,
+        }
     }
 
     /// Runs `f` on this workqueue and waits until it has run, returning its
@@ -135,7 +189,7 @@ impl OwnedQueue {
     ///
     /// The work item lives on the caller's stack: nothing is allocated, so
     /// this makes progress under memory pressure when the queue was made
-    /// with [`Flags::MEM_RECLAIM`]. A caller uses this to leave its own
+    /// with [`Builder::mem_reclaim`]. A caller uses this to leave its own
     /// context, for instance to issue synchronous I/O from a thread that is
     /// not inside the block layer's `submit_bio_noacct()` recursion.
     ///
@@ -208,7 +262,7 @@ impl OwnedQueue {
     }
 }
 
-impl Drop for OwnedQueue {
+impl Drop for DedicatedQueue {
     fn drop(&mut self) {
         // SAFETY: By the type invariant the workqueue is live and owned by
         // `self`; `destroy_workqueue` drains it first. No `run_sync` can be
@@ -217,7 +271,7 @@ impl Drop for OwnedQueue {
     }
 }
 
-/// A work item on the stack of [`OwnedQueue::run_sync`]: the function to run
+/// A work item on the stack of [`DedicatedQueue::run_sync`]: the function to run
 /// and the place for its result.
 ///
 /// # Invariants
