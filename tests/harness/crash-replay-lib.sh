@@ -46,7 +46,9 @@ create() {
 
 # devices BLOCK_BYTES COW_BYTES: fresh devices for one workload: the
 # log-writes device crash-lw over DATA (log on LOG) cut into the origin O
-# and the COW device C, and the replay's scratch pair SO/SC on SCRATCH.
+# and the COW device C, and the replay's two scratch pairs SO/SC and
+# SO2/SC2 on SCRATCH (crash_replay loads each point's table over the pair
+# the live one does not use).
 devices() {
 	local bs=$1 lw
 	COW_LEN=$2
@@ -68,6 +70,8 @@ devices() {
 	C=$(create crash-c "0 $((COW_LEN / 512)) linear $lw $OS")
 	SO=$(create crash-so "0 $OS linear $SCRATCH 0")
 	SC=$(create crash-sc "0 $((COW_LEN / 512)) linear $SCRATCH $OS")
+	SO2=$(create crash-so2 "0 $OS linear $SCRATCH $((OS + COW_LEN / 512))")
+	SC2=$(create crash-sc2 "0 $((COW_LEN / 512)) linear $SCRATCH $((2 * OS + COW_LEN / 512))")
 }
 
 # setup_done: the origin's pattern, flushed, then the mark the oracle
@@ -106,7 +110,7 @@ replay() {
 	dmc remove crash-origin crash-snap crash-o crash-c crash-lw
 	t1=$(date +%s)
 	"$BIN/crash_replay" --log "$LOG" --origin-len "$OLEN" --cow-len "$COW_LEN" --chunk "$chunk" \
-		--scratch-origin "$SO" --scratch-cow "$SC" --label "$STORE/$label" "$@" > "$TMP/replay.out" || rc=$?
+		--scratch-origin "$SO,$SO2" --scratch-cow "$SC,$SC2" --label "$STORE/$label" "$@" > "$TMP/replay.out" || rc=$?
 	cat "$TMP/replay.out"
 	[ "$rc" -eq 0 ] || [ "$rc" -eq 3 ] || fail "crash_replay $label could not run (status $rc)"
 	grep '^crash-replay ' "$TMP/replay.out" >> "$TMP/$STORE.sum"
@@ -115,7 +119,7 @@ replay() {
 		# metadata write must lose data.
 		rc=0
 		"$BIN/crash_replay" --log "$LOG" --origin-len "$OLEN" --cow-len "$COW_LEN" --chunk "$chunk" \
-			--scratch-origin "$SO" --scratch-cow "$SC" --label self-test --drop-commit 3 \
+			--scratch-origin "$SO,$SO2" --scratch-cow "$SC,$SC2" --label self-test --drop-commit 3 \
 			--stop-after-lost 1 > "$TMP/self-test.result" || rc=$?
 		echo "rc=$rc" >> "$TMP/self-test.result"
 		cat "$TMP/self-test.result"
@@ -124,7 +128,7 @@ replay() {
 }
 
 teardown() {
-	dmc remove crash-so crash-sc
+	dmc remove crash-so crash-sc crash-so2 crash-sc2
 	local l
 	for l in "${LOOPS[@]}"; do losetup -d "$l"; done
 	rm -f "$MEM"/*.img

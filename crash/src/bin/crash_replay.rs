@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! crash_replay --log DEV --origin-len BYTES --cow-len BYTES --chunk SECTORS
-//!              --scratch-origin DEV --scratch-cow DEV --label TEXT
+//!              --scratch-origin DEV[,DEV] --scratch-cow DEV[,DEV] --label TEXT
 //!              [--cow-start BYTES] [--type P|PO] [--from-mark TEXT]
 //!              [--points durable,mark-plus,torn,every] [--points-from MARK]
 //!              [--drop-commit K] [--stop-after-lost N] [--max-report N]
@@ -18,6 +18,14 @@
 //! `every` makes every entry a point (the `durable` points among them). `--drop-commit K` leaves the K-th FUA
 //! metadata write to the COW device (after the header) out of the replay,
 //! to show the oracle can fail.
+//!
+//! With two scratch pairs (`--scratch-origin A,B --scratch-cow A,B`), one
+//! dm device serves every point: each point's table is loaded over the pair
+//! the live table does not use and made live by a resume, which destroys
+//! the table before it. A new snapshot never shares its COW device with the
+//! live one, so dm-snapshot reads the metadata from the device (no
+//! handover), and a point costs no device creation and removal. With one
+//! pair, each point creates and removes a device.
 //!
 //! Prints a line for each point that fails and ends with
 //! `crash-replay LABEL: N points, N lost, N failed activations`. Exit
@@ -61,8 +69,8 @@ struct Args {
     cow_start: Option<u64>,
     chunk: u64,
     kind: String,
-    scratch_origin: PathBuf,
-    scratch_cow: PathBuf,
+    scratch_origin: Vec<PathBuf>,
+    scratch_cow: Vec<PathBuf>,
     label: String,
     from_mark: String,
     points: String,
@@ -80,8 +88,8 @@ fn parse_args() -> Result<Args, String> {
         cow_start: None,
         chunk: 0,
         kind: "P".into(),
-        scratch_origin: PathBuf::new(),
-        scratch_cow: PathBuf::new(),
+        scratch_origin: Vec::new(),
+        scratch_cow: Vec::new(),
         label: "replay".into(),
         from_mark: "setup-done".into(),
         points: "durable,mark-plus,torn".into(),
@@ -104,8 +112,8 @@ fn parse_args() -> Result<Args, String> {
             "--cow-start" => a.cow_start = Some(n()?),
             "--chunk" => a.chunk = n()?,
             "--type" => a.kind = v.clone(),
-            "--scratch-origin" => a.scratch_origin = v.clone().into(),
-            "--scratch-cow" => a.scratch_cow = v.clone().into(),
+            "--scratch-origin" => a.scratch_origin = v.split(',').map(PathBuf::from).collect(),
+            "--scratch-cow" => a.scratch_cow = v.split(',').map(PathBuf::from).collect(),
             "--label" => a.label = v.clone(),
             "--from-mark" => a.from_mark = v.clone(),
             "--points" => a.points = v.clone(),
@@ -118,6 +126,15 @@ fn parse_args() -> Result<Args, String> {
     }
     if a.origin_len == 0 || a.cow_len == 0 || a.chunk == 0 || a.log.as_os_str().is_empty() {
         return Err("--log, --origin-len, --cow-len and --chunk are required".into());
+    }
+    if a.scratch_origin.is_empty()
+        || a.scratch_origin.len() > 2
+        || a.scratch_origin.len() != a.scratch_cow.len()
+    {
+        return Err(
+            "--scratch-origin and --scratch-cow name one or two devices each, as many of each"
+                .into(),
+        );
     }
     Ok(a)
 }
@@ -146,6 +163,17 @@ impl BlockIo for SliceIo<'_> {
     }
 }
 
+/// A scratch origin and COW device, with what the origin holds.
+struct Pair {
+    origin_path: PathBuf,
+    cow_path: PathBuf,
+    so: std::fs::File,
+    sc: std::fs::File,
+    /// The origin image last written to `so`: the snapshot never writes to
+    /// its origin, so only blocks that differ need writing.
+    origin: Option<Vec<u8>>,
+}
+
 enum Outcome {
     Good,
     Lost(String),
@@ -157,9 +185,11 @@ struct Run<'a> {
     ctl: Control,
     oracle: Oracle,
     blocks: BlockSizes,
-    so: std::fs::File,
-    sc: std::fs::File,
-    scratch_origin: Option<Vec<u8>>,
+    pairs: Vec<Pair>,
+    /// The pair under the live table of `dev`, when it has one.
+    live: Option<usize>,
+    /// The device reused by every point, with two pairs.
+    dev: Option<snap_crash::dm::Device>,
     name: String,
     block: usize,
     /// Time spent in each stage of a point, for the closing line.
@@ -199,23 +229,39 @@ impl Run<'_> {
                 problems.join("; ")
             )));
         }
-        match &self.scratch_origin {
+        // Two pairs: the one the live table does not use. One: that one.
+        let k = match (self.pairs.len(), self.live) {
+            (2, Some(0)) => 1,
+            _ => 0,
+        };
+        let pair = &mut self.pairs[k];
+        match &pair.origin {
             Some(old) => {
-                write_changed(&self.so, old, origin, self.block)?;
+                write_changed(&pair.so, old, origin, self.block)?;
             }
-            None => write_all(&self.so, 0, origin)?,
+            None => write_all(&pair.so, 0, origin)?,
         }
-        self.scratch_origin = Some(origin.to_vec());
-        write_all(&self.sc, 0, cow)?;
-        self.lap(1, &mut t);
-        let dev = self.ctl.create(&self.name)?;
+        pair.origin = Some(origin.to_vec());
+        write_all(&pair.sc, 0, cow)?;
         let params = format!(
             "{} {} {} {}",
-            self.a.scratch_origin.display(),
-            self.a.scratch_cow.display(),
+            pair.origin_path.display(),
+            pair.cow_path.display(),
             self.a.kind,
             self.a.chunk
         );
+        self.lap(1, &mut t);
+        let reuse = self.pairs.len() == 2;
+        let dev = match (&self.dev, reuse) {
+            (Some(d), true) => d.clone(),
+            _ => {
+                let d = self.ctl.create(&self.name)?;
+                if reuse {
+                    self.dev = Some(d.clone());
+                }
+                d
+            }
+        };
         let table = [Target {
             start: 0,
             len: self.a.origin_len / 512,
@@ -223,13 +269,30 @@ impl Run<'_> {
             params: &params,
         }];
         if let Err(e) = self.ctl.load(&self.name, &table) {
-            self.ctl.remove(&self.name)?;
+            // With a reused device, the live table (if any) stays.
+            if !reuse {
+                self.ctl.remove(&self.name)?;
+            }
             return Ok(Outcome::Failed(format!("table refused: {e}")));
         }
+        self.ctl.resume(&self.name)?;
+        if reuse {
+            self.live = Some(k);
+        }
         let r = self.check_device(p, &dev, cow, &mut t);
-        self.ctl.remove(&self.name)?;
+        if !reuse {
+            self.ctl.remove(&self.name)?;
+        }
         self.lap(4, &mut t);
         r
+    }
+
+    /// Removes the reused device, if any.
+    fn finish(&mut self) -> io::Result<()> {
+        if self.dev.take().is_some() {
+            self.ctl.remove(&self.name)?;
+        }
+        Ok(())
     }
 
     fn check_device(
@@ -239,7 +302,6 @@ impl Run<'_> {
         cow: &[u8],
         t: &mut Instant,
     ) -> io::Result<Outcome> {
-        self.ctl.resume(&self.name)?;
         let status = self.ctl.status(&self.name)?;
         self.lap(2, t);
         if status.starts_with("Invalid") {
@@ -336,9 +398,22 @@ fn run(a: &Args) -> io::Result<(usize, usize, usize)> {
         oracle,
         blocks: BlockSizes::new(log.sectorsize, log.sectorsize)
             .map_err(|e| io::Error::other(e.to_string()))?,
-        so: open_direct(&a.scratch_origin, true)?,
-        sc: open_direct(&a.scratch_cow, true)?,
-        scratch_origin: None,
+        pairs: a
+            .scratch_origin
+            .iter()
+            .zip(&a.scratch_cow)
+            .map(|(o, c)| {
+                Ok(Pair {
+                    origin_path: o.clone(),
+                    cow_path: c.clone(),
+                    so: open_direct(o, true)?,
+                    sc: open_direct(c, true)?,
+                    origin: None,
+                })
+            })
+            .collect::<io::Result<_>>()?,
+        live: None,
+        dev: None,
         name: format!("crash-replay-{}", std::process::id()),
         block: log.sectorsize.max(512) as usize,
         times: [0.0; 5],
@@ -348,15 +423,17 @@ fn run(a: &Args) -> io::Result<(usize, usize, usize)> {
     // flush after a flush, a mark that adds nothing) is skipped, not counted.
     let (mut tested, mut same) = (0usize, 0usize);
     let mut last_cow: Option<Vec<u8>> = None;
+    let mut last_origin: Option<Vec<u8>> = None;
     for &p in &points {
         let st = replayer.state(p);
-        if run.scratch_origin.as_deref() == Some(&st.origin[..])
+        if last_origin.as_deref() == Some(&st.origin[..])
             && last_cow.as_deref() == Some(&st.cow[..])
         {
             same += 1;
             continue;
         }
         last_cow = Some(st.cow.to_vec());
+        last_origin = Some(st.origin.to_vec());
         tested += 1;
         let outcome = run.point(p, &st.origin, &st.cow)?;
         let line = match outcome {
@@ -380,6 +457,7 @@ fn run(a: &Args) -> io::Result<(usize, usize, usize)> {
             break;
         }
     }
+    run.finish()?;
     if reported > a.max_report {
         println!(
             "{}: {} more failing points not shown",
