@@ -376,6 +376,11 @@ struct Env {
     scratch: PathBuf,
     cow_node: PathBuf,
     cow_len: u64,
+    /// The snapshot device after a refused table load: it never had a
+    /// table, so the next load goes to it instead of a new device (the
+    /// allocation scenarios refuse most loads; a device creation and
+    /// removal per point is most of a point's time under TCG).
+    kept: std::cell::Cell<Option<snap_crash::dm::Device>>,
 }
 
 /// One scenario's starting point: what the devices hold, and what the
@@ -407,6 +412,7 @@ impl Env {
             scratch: scratch.to_path_buf(),
             cow_node: dev.node(),
             cow_len,
+            kept: std::cell::Cell::new(None),
         })
     }
 
@@ -414,9 +420,25 @@ impl Env {
         ORIGIN_BYTES as u64 / 512
     }
 
+    /// Device `name` with no table: the kept snapshot device, or a new one.
+    fn device(&self, name: &str) -> io::Result<snap_crash::dm::Device> {
+        if name == SNAP {
+            if let Some(d) = self.kept.take() {
+                return Ok(d);
+            }
+        }
+        self.ctl.create(name)
+    }
+
+    /// Keeps the snapshot device `d`, whose table load was refused, for the
+    /// next load.
+    fn keep(&self, d: snap_crash::dm::Device) {
+        self.kept.set(Some(d));
+    }
+
     /// Creates device `name` with one target of `kind`.
     fn table(&self, name: &str, kind: &str, params: &str) -> io::Result<PathBuf> {
-        let dev = self.ctl.create(name)?;
+        let dev = self.device(name)?;
         match self
             .ctl
             .load(name, &[tgt(self.origin_sectors(), kind, params)])
@@ -465,7 +487,19 @@ impl Env {
             .unwrap_or_else(|e| format!("(status failed: {e})"))
     }
 
+    /// Removes the snapshot (unless kept: it has no table) and origin devices.
     fn teardown(&self) -> io::Result<()> {
+        let kept = self.kept.take();
+        if kept.is_none() {
+            remove(&self.ctl, SNAP)?;
+        }
+        self.kept.set(kept);
+        remove(&self.ctl, ORIGIN)
+    }
+
+    /// Removes every device of the scenario but the COW device.
+    fn teardown_all(&self) -> io::Result<()> {
+        self.kept.set(None);
         remove(&self.ctl, SNAP)?;
         remove(&self.ctl, ORIGIN)
     }
@@ -932,7 +966,7 @@ fn run(scenario: &str, store: &str, origin: &Path, scratch: &Path, seed: u64) ->
                 scenario,
                 |n| {
                     env.restore(&s)?;
-                    let dev = env.ctl.create(SNAP)?;
+                    let dev = env.device(SNAP)?;
                     let params = env.snapshot_params();
                     let target = [tgt(env.origin_sectors(), "snapshot", &params)];
                     nth.arm(n)?;
@@ -954,6 +988,7 @@ fn run(scenario: &str, store: &str, origin: &Path, scratch: &Path, seed: u64) ->
                         Err(e) => {
                             run.refused = Some(env.ctl.last_errno());
                             run.what = format!("refused: {e}");
+                            env.keep(dev);
                         }
                     }
                     Ok((fired, run))
@@ -966,7 +1001,7 @@ fn run(scenario: &str, store: &str, origin: &Path, scratch: &Path, seed: u64) ->
     };
     drop(inj);
     filter_allocations(None)?;
-    let _ = env.teardown();
+    let _ = env.teardown_all();
     let _ = remove(&env.ctl, COW);
     println!(
         "fault {scenario}: {} points, {} failed, {} invalidations lost ({} s)",
