@@ -19,6 +19,11 @@
 //!     the order in which writes to one block reached the device.
 //! crash_workload mark LOGDEV TEXT
 //!     a mark in the log
+//! crash_workload permutation-dump N PER_AREA MUL COW_SECTORS
+//!     to stdout, a snap_dump of N exceptions at 4 KiB chunks: exception i
+//!     maps origin chunk (i * MUL) mod N (a permutation when MUL and N are
+//!     coprime) to the i-th data chunk of the COW device,
+//!     2 + (i / PER_AREA) * (PER_AREA + 1) + i % PER_AREA
 //! crash_workload dm create NAME TABLE | reload NAME TABLE | suspend NAME |
 //!                   resume NAME | status NAME | remove NAME... |
 //!                   wait-merged NAME
@@ -55,6 +60,7 @@ fn usage() -> io::Error {
         io::ErrorKind::InvalidInput,
         "usage: crash_workload fill DEV [BYTES] | garbage COW CHUNK_SECTORS RECORDS | \
          write LOGDEV ORIGIN|- SNAPSHOT|- COUNT QD SEED FIRST_ID RANGE | mark LOGDEV TEXT | \
+         permutation-dump N PER_AREA MUL COW_SECTORS | \
          dm create|reload NAME TABLE | dm suspend|resume|status|wait-merged NAME | dm remove NAME...",
     )
 }
@@ -264,6 +270,30 @@ fn dm(args: &[String]) -> io::Result<()> {
     }
 }
 
+/// The dump of `permutation-dump`, written in the format of snap_dump
+/// (tools/README.md) without using the tools' writer.
+fn permutation_dump(n: u64, per_area: u64, mul: u64, cow_sectors: u64) -> io::Result<()> {
+    use std::io::Write;
+    if n == 0 || per_area == 0 {
+        return Err(usage());
+    }
+    let mut out = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
+    writeln!(
+        out,
+        "<snap_store dump_version=\"1\" disk_version=\"1\" valid=\"1\" chunk_size=\"8\" cow_sectors=\"{cow_sectors}\">"
+    )?;
+    for i in 0..n {
+        let old = u128::from(i) * u128::from(mul) % u128::from(n);
+        let new = 2 + i / per_area * (per_area + 1) + i % per_area;
+        writeln!(
+            out,
+            "  <exception old_chunk=\"{old}\" new_chunk=\"{new}\"/>"
+        )?;
+    }
+    writeln!(out, "</snap_store>")?;
+    out.flush()
+}
+
 fn run(args: &[String]) -> io::Result<()> {
     match args.first().map(String::as_str) {
         Some("dm") => dm(&args[1..]),
@@ -279,6 +309,12 @@ fn run(args: &[String]) -> io::Result<()> {
         Some("mark") => Control::open()?.message(
             args.get(1).ok_or_else(usage)?,
             &format!("mark {}", args.get(2).ok_or_else(usage)?),
+        ),
+        Some("permutation-dump") => permutation_dump(
+            num(args.get(1))?,
+            num(args.get(2))?,
+            num(args.get(3))?,
+            num(args.get(4))?,
         ),
         Some("write") => {
             let mut devs = Vec::new();
