@@ -7,7 +7,9 @@
 #
 # The tests are shared out over DMSNAP_VMS guests running side by side
 # (default: 2 on a machine with 2 or more cores), balanced by their
-# declared timeouts; under TCG a guest mostly keeps one host core busy.
+# declared costs ("# cost: SECONDS", measured under TCG with two guests;
+# the timeout where a test declares none); under TCG a guest mostly keeps
+# one host core busy.
 #   tests/run-guest.sh [TEST.sh...]
 # Ends with "guest: N passed, N failed, N skipped"; exit status 1 if any failed.
 . "$(dirname "$0")/../scripts/lib.sh"
@@ -30,6 +32,11 @@ BOOT_GRACE=${DMSNAP_BOOT_GRACE:-300}	# boot to first test start, seconds
 HANG_GRACE=30				# past a test's own timeout
 
 name_of() { basename "$1" .sh; }
+cost_of() {
+	local c
+	c=$(sed -n 's/^# cost: *\([0-9]*\).*/\1/p' "$1" | head -n1)
+	echo "${c:-$(timeout_of "$1")}"
+}
 timeout_of() {
 	local t
 	t=$(sed -n 's/^# timeout: *\([0-9]*\).*/\1/p' "$1" | head -n1)
@@ -137,8 +144,8 @@ run_shard() {
 	done
 }
 
-# Share the tests out: longest declared timeout first, each to the guest
-# with the least work so far.
+# Share the tests out: the costliest first, each to the guest with the
+# least work so far.
 vms=${DMSNAP_VMS:-$(($(nproc) >= 2 ? 2 : 1))}
 [ "$vms" -ge 1 ] || vms=1
 [ "$vms" -le ${#tests[@]} ] || vms=${#tests[@]}
@@ -151,7 +158,7 @@ while read -r weight t; do
 	done
 	load[$best]=$((load[best] + weight))
 	shard_tests[$best]+="$t"$'\n'
-done < <(for t in "${tests[@]}"; do echo "$(timeout_of "$t") $t"; done | sort -rn -k1,1)
+done < <(for t in "${tests[@]}"; do echo "$(cost_of "$t") $t"; done | sort -rn -k1,1)
 
 KDIR=${KDIR:-$("$TOP/scripts/kernel-dir.sh")}
 export KDIR
@@ -166,7 +173,9 @@ fi
 log "guest test results: $RES ($vms guests, ${DMSNAP_VM_CPUS:-2} vCPU each, $(vm_accel "$KDIR"))"
 pids=()
 for ((k = 0; k < vms; k++)); do
-	mapfile -t list < <(printf '%s' "${shard_tests[$k]}" | sort)
+	# In the order dealt: the costliest first, so that a guest that
+	# finishes early has only short tests left to wait on.
+	mapfile -t list < <(printf '%s' "${shard_tests[$k]}")
 	run_shard "$((k + 1))" "${list[@]}" &
 	pids+=($!)
 done

@@ -6,6 +6,7 @@
 # metadata write, must report the loss. Measured on the 2-core development
 # machine under TCG: about 3 min alone, 8 min beside another guest.
 # timeout: 1200
+# cost: 530
 . "$DMSNAP_HARNESS/lib.sh"
 . "$DMSNAP_HARNESS/crash-replay-lib.sh"
 

@@ -5,6 +5,7 @@
 # the host boots a fresh guest for the tests after this one). Each must make
 # this test, and the run, fail.
 # timeout: 60
+# cost: 2
 . "$DMSNAP_HARNESS/lib.sh"
 
 case "${DMSNAP_SELFTEST:-}" in

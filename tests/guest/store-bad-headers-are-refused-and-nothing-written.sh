@@ -19,6 +19,7 @@
 # CONFIG_SYMBOLIC_ERRNAME) and the store's messages are the same for both
 # stores.
 # timeout: 240
+# cost: 90
 . "$DMSNAP_HARNESS/lib.sh"
 . "$DMSNAP_HARNESS/failure-lib.sh"
 
