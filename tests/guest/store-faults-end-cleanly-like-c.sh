@@ -24,7 +24,9 @@ crash_bin fault_run
 [ -d /sys/kernel/debug/fail_make_request ] || skip "kernel without FAIL_MAKE_REQUEST"
 [ -e /proc/self/fail-nth ] || skip "kernel without FAULT_INJECTION_DEBUG_FS"
 
-SCENARIOS=(io-new io-commit io-next-area io-merge io-drop alloc-new alloc-load)
+# DMSNAP_FAULT_SCENARIOS (default: all) limits the scenarios, like
+# DMSNAP_FAULT_STORES below, for a slow debug kernel.
+read -r -a SCENARIOS <<< "${DMSNAP_FAULT_SCENARIOS:-io-new io-commit io-next-area io-merge io-drop alloc-new alloc-load}"
 
 run_store() {
 	local store=$1 s rc
