@@ -6,7 +6,7 @@
 # development machine under TCG: about 3 min alone, 8 min beside another
 # guest.
 # timeout: 1200
-# cost: 580
+# cost: 527
 . "$DMSNAP_HARNESS/lib.sh"
 . "$DMSNAP_HARNESS/crash-replay-lib.sh"
 

@@ -20,7 +20,7 @@
 # Measured on the 2-core development machine under TCG, beside another
 # guest: 254 images (14 of the corpus, 240 mutants) in 117 s.
 # timeout: 600
-# cost: 130
+# cost: 164
 . "$DMSNAP_HARNESS/lib.sh"
 
 crash_bin hostile_load

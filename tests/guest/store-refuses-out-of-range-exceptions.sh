@@ -16,7 +16,7 @@
 # snapshot then returns metadata, a missing chunk or nothing). What C does is
 # printed for information only, not asserted.
 # timeout: 240
-# cost: 60
+# cost: 77
 . "$DMSNAP_HARNESS/lib.sh"
 . "$DMSNAP_HARNESS/failure-lib.sh"
 
