@@ -3,8 +3,8 @@
 # Documentation/crash-model.md), for comparison: the same workloads as
 # crash-replay-ours.sh, over at least 500 points; the C store's losses are
 # reported, named by point, and not judged. Measured on the 2-core
-# development machine under TCG: about 3 min alone, 8 min beside another
-# guest.
+# development machine under TCG: about 9 min beside another guest (6.5 min
+# alone for ours).
 # timeout: 1200
 # cost: 527
 . "$DMSNAP_HARNESS/lib.sh"
