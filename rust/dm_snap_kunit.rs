@@ -88,12 +88,16 @@ mod tests {
             KVec,
             VVec, //
         },
+        bindings,
         error::code::{
+            E2BIG,
             EBUSY,
             EINVAL,
+            ENOMEM,
             ENOSPC, //
         },
-        prelude::*, //
+        prelude::*,
+        task::Task, //
     };
 
     /// `/dev/ram0` (brd's major is 1), without a path lookup: KUnit's
@@ -320,5 +324,127 @@ mod tests {
     #[test]
     fn max_chunk_sectors_matches_the_c_limit() {
         assert_eq!(exception_store::MAX_CHUNK_SECTORS, 4_194_303);
+    }
+
+    /// Sets the current task's `fail_nth`, as writing `n` to
+    /// `/proc/thread-self/fail-nth` does: while it is `n > 0`, each
+    /// fault-injection check of the task (failslab, fail_page_alloc) counts
+    /// it down, and the check that takes it to 0 fails.
+    fn set_fail_nth(n: u32) {
+        let task = Task::current_raw();
+        // SAFETY: `task` is the running task, valid while it runs. Only the
+        // task itself and writers of its procfs `fail-nth` file touch the
+        // field, and the KUnit thread has no procfs user; the volatile write
+        // is C's `WRITE_ONCE`.
+        unsafe { core::ptr::write_volatile(&raw mut (*task).fail_nth, n) };
+    }
+
+    /// The current task's `fail_nth`: 0 once the armed check has failed (or
+    /// nothing was armed).
+    fn fail_nth() -> u32 {
+        let task = Task::current_raw();
+        // SAFETY: As in `set_fail_nth`; the volatile read is `READ_ONCE`.
+        unsafe { core::ptr::read_volatile(&raw const (*task).fail_nth) }
+    }
+
+    /// The most allocations one operation under test may make.
+    const MAX_FAULT_POINTS: u32 = 500;
+
+    /// Runs `op` with its first, then its second, ... fault-injection check
+    /// failing, until a run ends before reaching the armed one, which must
+    /// succeed. Every other run must succeed too (a fallback absorbed the
+    /// failure) or fail with `ENOMEM`. Returns how many runs failed.
+    ///
+    /// The guest arms failslab and fail_page_alloc for sleeping allocations
+    /// and order 0 before loading this module.
+    fn fail_each_allocation<T>(what: &str, mut op: impl FnMut() -> Result<T>) -> Result<u32> {
+        let mut failed = 0;
+        for n in 1..=MAX_FAULT_POINTS {
+            set_fail_nth(n);
+            let result = op();
+            let left = fail_nth();
+            set_fail_nth(0);
+            if left > 0 {
+                // `op` made fewer than `n` checks: nothing failed.
+                step(what, result)?;
+                return Ok(failed);
+            }
+            match result {
+                Ok(_) => {}
+                Err(e) if e == ENOMEM => failed += 1,
+                Err(e) => {
+                    pr_err!(
+                        "dm_snap_abstractions: {} with allocation {} failed: {:?}, not ENOMEM\n",
+                        what,
+                        n,
+                        e
+                    );
+                    return Err(e);
+                }
+            }
+        }
+        pr_err!(
+            "dm_snap_abstractions: {} still allocates after {} failures\n",
+            what,
+            MAX_FAULT_POINTS
+        );
+        Err(E2BIG)
+    }
+
+    /// The fault-injection cases below arm `task_struct::fail_nth` through
+    /// the bindings, so they hold only if bindgen lays `task_struct` out as
+    /// C does. It does not when `CONFIG_SCHEDSTATS` is off: bindgen drops
+    /// the cache-line alignment of the then empty `struct sched_statistics`
+    /// and every later field is 48 bytes early.
+    #[test]
+    fn task_struct_layout_seen_by_rust_matches_c() {
+        let task = Task::current_raw();
+        // SAFETY: `task` is the running task; C reads its pid under RCU.
+        let from_c = unsafe {
+            bindings::__task_pid_nr_ns(task, bindings::pid_type_PIDTYPE_PID, core::ptr::null_mut())
+        };
+        assert_eq!(kernel::current!().pid(), from_c);
+    }
+
+    #[test]
+    fn each_failed_allocation_ends_in_enomem_or_is_absorbed() -> Result {
+        let dev = step("open", BlockDeviceFile::open(DEVICE.0, DEVICE.1, true))?;
+        // Constructors: every allocation they make can fail them, and each
+        // failure must come back as ENOMEM with nothing left behind (the
+        // debug kernel's kmemleak checks the last part).
+        let opened = fail_each_allocation("opening the block device", || {
+            BlockDeviceFile::open(DEVICE.0, DEVICE.1, true)
+        })?;
+        assert!(opened > 0);
+        assert!(fail_each_allocation("a dm-io client", io::Client::new)? > 0);
+        assert!(
+            fail_each_allocation("a dm-bufio client", || bufio::Client::new(&dev, 4096))? > 0
+        );
+        let queue = || {
+            DedicatedQueue::builder(Placement::Unbound)
+                .mem_reclaim()
+                .max_active(1)
+                .build(c"dm_snap_kunit")
+        };
+        assert!(fail_each_allocation("a workqueue", queue)? > 0);
+
+        // I/O: dm-io and dm-bufio draw on their reserves, so a failed
+        // allocation may be absorbed; it must never turn into another error.
+        let client = step("client", io::Client::new())?;
+        let region = step("region", Region::new(&dev, 0, 8))?;
+        let mut buf = VVec::from_elem(0u8, 8 * SECTOR_SIZE, GFP_KERNEL)?;
+        fail_each_allocation("a dm-io read", || client.read(&region, &mut buf, 0))?;
+        fail_each_allocation("a dm-io write with FUA", || {
+            client.write(&region, &buf, 0, OpFlags::FUA)
+        })?;
+        let mut bufio = step("bufio client", bufio::Client::new(&dev, 4096))?;
+        fail_each_allocation("a dm-bufio read", || {
+            let len = bufio.read(1)?.len();
+            bufio.forget(1);
+            Ok(len)
+        })?;
+        let queue = step("queue", queue())?;
+        fail_each_allocation("a run on the workqueue", || queue.run_sync(|| 7))?;
+        Ok(())
     }
 }

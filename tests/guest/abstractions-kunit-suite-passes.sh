@@ -3,9 +3,10 @@
 # passes: dm-io round trips with FUA on a RAM disk, dm-bufio reads with
 # prefetch and forget, run-and-wait on a dedicated workqueue, store type
 # registration under two names and its EBUSY case, commit completions that
-# fail when dropped, DMEMIT-like status output; and every `# Examples`
-# block of rust/ (suite dm_snap_doc_examples). Each KUnit case is reported
-# to the host as a test of its own.
+# fail when dropped, DMEMIT-like status output, each allocation of the
+# constructors and of I/O failing in turn (ENOMEM, or absorbed); and every
+# `# Examples` block of rust/ (suite dm_snap_doc_examples). Each KUnit case
+# is reported to the host as a test of its own.
 # timeout: 180
 # cost: 12
 . "$DMSNAP_HARNESS/lib.sh"
@@ -16,6 +17,18 @@ load_dm_snapshot c
 make_ram_disks 1 16384
 modprobe dm-bufio
 
+# The allocation-failure cases arm the KUnit thread's fail-nth: let it fail
+# sleeping allocations and single pages too. The probabilities stay 0, so
+# no other task sees a fault; the old settings come back afterwards.
+fi_knobs="failslab/ignore-gfp-wait=N failslab/verbose=0
+fail_page_alloc/ignore-gfp-wait=N fail_page_alloc/min-order=0
+fail_page_alloc/verbose=0"
+for kv in $fi_knobs; do
+	f=/sys/kernel/debug/${kv%%=*}
+	[ -w "$f" ] || fail "$f missing: the kernel needs FAILSLAB, FAIL_PAGE_ALLOC and debugfs"
+	on_exit "echo $(cat "$f") > $f"
+	echo "${kv#*=}" > "$f"
+done
 insmod "$ko"
 on_exit "rmmod dm_snap_kunit"
 # The cases written for the abstractions, and the `# Examples` of their
