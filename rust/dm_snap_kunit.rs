@@ -52,7 +52,10 @@ mod tests {
             Placement, //
         }, //
         device_mapper::{
-            bufio,
+            bufio::{
+                self,
+                BufioClient, //
+            },
             exception_store::{
                 self,
                 Chunk,
@@ -69,7 +72,7 @@ mod tests {
                 TypeStorage, //
             },
             io::{
-                self,
+                IoClient,
                 OpFlags,
                 Region, //
             }, //
@@ -123,7 +126,7 @@ mod tests {
     #[test]
     fn dm_io_write_with_fua_then_read_returns_the_data() -> Result {
         let dev = step("open", BlockDeviceFile::open(DEVICE.0, DEVICE.1, true))?;
-        let client = step("client", io::Client::new())?;
+        let client = step("client", IoClient::new())?;
         let data = pattern(8 * SECTOR_SIZE, 7)?;
         let region = step("region", Region::new(&dev, 16, 8))?;
         step(
@@ -153,7 +156,7 @@ mod tests {
     #[test]
     fn dm_io_refuses_regions_past_the_device_or_the_buffer() -> Result {
         let dev = step("open", BlockDeviceFile::open(DEVICE.0, DEVICE.1, true))?;
-        let client = step("client", io::Client::new())?;
+        let client = step("client", IoClient::new())?;
         let end = dev.nr_sectors();
         assert_eq!(Region::new(&dev, end - 1, 2).err(), Some(EINVAL));
         assert_eq!(Region::new(&dev, 0, 0).err(), Some(EINVAL));
@@ -174,13 +177,13 @@ mod tests {
     fn bufio_reads_prefetched_and_forgotten_blocks() -> Result {
         const BLOCK: usize = 4096;
         let dev = step("open", BlockDeviceFile::open(DEVICE.0, DEVICE.1, true))?;
-        let io = step("client", io::Client::new())?;
+        let io = step("client", IoClient::new())?;
         let data = pattern(BLOCK, 3)?;
         let sectors = (BLOCK / SECTOR_SIZE) as u64;
         let region = step("region", Region::new(&dev, 3 * sectors, sectors))?;
         step("write", io.write(&region, &data, 0, OpFlags::FUA))?;
 
-        let mut client = step("bufio client", bufio::Client::new(&dev, BLOCK))?;
+        let mut client = step("bufio client", BufioClient::new(&dev, BLOCK))?;
         assert_eq!(client.device_size(), dev.nr_sectors() / sectors);
         client.set_minimum_buffers(1 + 4);
         client.prefetch(0, 4);
@@ -195,10 +198,10 @@ mod tests {
         drop(block);
         let past_end = client.device_size();
         assert_eq!(client.read(past_end).err(), Some(EINVAL));
-        assert_eq!(bufio::Client::new(&dev, 1000).err(), Some(EINVAL));
+        assert_eq!(BufioClient::new(&dev, 1000).err(), Some(EINVAL));
         // Blocks dm-bufio would __vmalloc with flags vmalloc warns about.
         let too_large = bufio::MAX_BLOCK_SIZE.saturating_mul(2);
-        assert_eq!(bufio::Client::new(&dev, too_large).err(), Some(EINVAL));
+        assert_eq!(BufioClient::new(&dev, too_large).err(), Some(EINVAL));
         Ok(())
     }
 
@@ -416,10 +419,8 @@ mod tests {
             BlockDeviceFile::open(DEVICE.0, DEVICE.1, true)
         })?;
         assert!(opened > 0);
-        assert!(fail_each_allocation("a dm-io client", io::Client::new)? > 0);
-        assert!(
-            fail_each_allocation("a dm-bufio client", || bufio::Client::new(&dev, 4096))? > 0
-        );
+        assert!(fail_each_allocation("a dm-io client", IoClient::new)? > 0);
+        assert!(fail_each_allocation("a dm-bufio client", || BufioClient::new(&dev, 4096))? > 0);
         let queue = || {
             DedicatedQueue::builder(Placement::Unbound)
                 .mem_reclaim()
@@ -430,14 +431,14 @@ mod tests {
 
         // I/O: dm-io and dm-bufio draw on their reserves, so a failed
         // allocation may be absorbed; it must never turn into another error.
-        let client = step("client", io::Client::new())?;
+        let client = step("client", IoClient::new())?;
         let region = step("region", Region::new(&dev, 0, 8))?;
         let mut buf = VVec::from_elem(0u8, 8 * SECTOR_SIZE, GFP_KERNEL)?;
         fail_each_allocation("a dm-io read", || client.read(&region, &mut buf, 0))?;
         fail_each_allocation("a dm-io write with FUA", || {
             client.write(&region, &buf, 0, OpFlags::FUA)
         })?;
-        let mut bufio = step("bufio client", bufio::Client::new(&dev, 4096))?;
+        let mut bufio = step("bufio client", BufioClient::new(&dev, 4096))?;
         fail_each_allocation("a dm-bufio read", || {
             let len = bufio.read(1)?.len();
             bufio.forget(1);

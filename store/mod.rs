@@ -31,7 +31,10 @@ use crate::{
         Placement, //
     },
     device_mapper::{
-        bufio,
+        bufio::{
+            self,
+            BufioClient, //
+        },
         exception_store::{
             self,
             Chunk,
@@ -47,7 +50,7 @@ use crate::{
             Usage, //
         },
         io::{
-            self,
+            IoClient,
             OpFlags,
             Region, //
         },
@@ -113,7 +116,7 @@ pub(crate) struct StoreData {
     #[pin]
     header: Mutex<VVec<u8>>,
     /// C: `ps->io_client`.
-    io: io::Client,
+    io: IoClient,
     /// C: `ps->metadata_wq`.
     metadata_wq: DedicatedQueue,
 }
@@ -263,8 +266,8 @@ impl CommitIo {
 /// million exceptions or more, so there is rarely a second one to
 /// prefetch).
 enum AreaReader<'a> {
-    Bufio(bufio::Client<'a>),
-    Direct { io: &'a io::Client, buf: VVec<u8> },
+    Bufio(BufioClient<'a>),
+    Direct { io: &'a IoClient, buf: VVec<u8> },
 }
 
 impl<'a> AreaReader<'a> {
@@ -276,7 +279,7 @@ impl<'a> AreaReader<'a> {
                 buf: chunk_buffer(layout)?,
             });
         }
-        let client = bufio::Client::new(store.cow(), chunk_bytes)?;
+        let client = BufioClient::new(store.cow(), chunk_bytes)?;
         let prefetch = u32::try_from(format::DM_PREFETCH_CHUNKS).unwrap_or(u32::MAX);
         client.set_minimum_buffers(prefetch.saturating_add(1));
         Ok(Self::Bufio(client))
@@ -452,7 +455,7 @@ impl ExceptionStore for PersistentStore {
                 return Err(EINVAL);
             }
         }
-        let io = io::Client::new()?;
+        let io = IoClient::new()?;
         KBox::pin_init(
             try_pin_init!(StoreData {
                 state <- new_spinlock!(None, "dm_snap_persistent:state"),

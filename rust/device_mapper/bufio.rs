@@ -2,9 +2,10 @@
 
 //! Buffered block reads through dm-bufio.
 //!
-//! dm-bufio caches fixed-size blocks of a block device. A [`Client`] owns a
-//! `struct dm_bufio_client`; [`Client::read`] returns a [`Buffer`] guard that
-//! gives the block's bytes and releases the block when dropped. The guard
+//! dm-bufio caches fixed-size blocks of a block device. A [`BufioClient`]
+//! owns a `struct dm_bufio_client`; [`BufioClient::read`] returns a
+//! [`Buffer`] guard that gives the block's bytes and releases the block when
+//! dropped. The guard
 //! borrows the client mutably, so a holder has at most one buffer at a time
 //! (dm-bufio's rule against deadlocking on its own reserve).
 //!
@@ -32,10 +33,10 @@ use kernel::{
 /// # Examples
 ///
 /// ```
-/// use crate::{block_device::BlockDeviceFile, device_mapper::bufio};
+/// use crate::{block_device::BlockDeviceFile, device_mapper::bufio::BufioClient};
 ///
 /// # let dev = BlockDeviceFile::open(1, 0, false)?; // brd's /dev/ram0
-/// let mut client = bufio::Client::new(&dev, 4096)?;
+/// let mut client = BufioClient::new(&dev, 4096)?;
 /// // Start reading blocks 0 to 7, so that the reads below wait less.
 /// client.prefetch(0, 8);
 /// for block in 0..8 {
@@ -51,20 +52,20 @@ use kernel::{
 /// destroyed; only the drop of this value destroys it. The block device
 /// stays open while the client exists (`'a`). `block_size` is the client's
 /// block size in bytes.
-pub struct Client<'a> {
+pub struct BufioClient<'a> {
     ptr: NonNull<bindings::dm_bufio_client>,
     block_size: usize,
     _bdev: PhantomData<&'a BlockDevice>,
 }
 
 // SAFETY: A dm-bufio client may be used and destroyed from any thread.
-unsafe impl Send for Client<'_> {}
+unsafe impl Send for BufioClient<'_> {}
 
 // SAFETY: dm-bufio serialises access to a client internally; the methods
 // that hand out buffers take `&mut self`.
-unsafe impl Sync for Client<'_> {}
+unsafe impl Sync for BufioClient<'_> {}
 
-/// The largest block size a [`Client`] accepts: `KMALLOC_MAX_SIZE`.
+/// The largest block size a [`BufioClient`] accepts: `KMALLOC_MAX_SIZE`.
 ///
 /// dm-bufio allocates larger blocks with `__vmalloc()`, and its
 /// non-blocking attempts pass `__GFP_NOMEMALLOC`, which vmalloc does not
@@ -72,7 +73,7 @@ unsafe impl Sync for Client<'_> {}
 /// first such read or prefetch. Read larger blocks with dm-io instead.
 pub const MAX_BLOCK_SIZE: usize = bindings::KMALLOC_MAX_SIZE as usize;
 
-impl<'a> Client<'a> {
+impl<'a> BufioClient<'a> {
     /// Creates a client for `bdev` with blocks of `block_size` bytes
     /// (`dm_bufio_client_create()`), reserving one buffer.
     ///
@@ -122,7 +123,7 @@ impl<'a> Client<'a> {
     }
 
     /// Starts reading `count` blocks from `block` on in the background
-    /// (`dm_bufio_prefetch()`); a later [`Client::read`] of them finds them
+    /// (`dm_bufio_prefetch()`); a later [`BufioClient::read`] of them finds them
     /// cached. Blocks past the end of the device are not read.
     ///
     /// Context: may sleep.
@@ -171,7 +172,7 @@ impl<'a> Client<'a> {
     }
 }
 
-impl Drop for Client<'_> {
+impl Drop for BufioClient<'_> {
     fn drop(&mut self) {
         // SAFETY: The client is live and owned by `self` (type invariant).
         // No buffer is held: every `Buffer` borrows the client.
@@ -179,16 +180,16 @@ impl Drop for Client<'_> {
     }
 }
 
-/// A block held in the cache of a [`Client`], released on drop
+/// A block held in the cache of a [`BufioClient`], released on drop
 /// (`dm_bufio_release()`).
 ///
 /// # Examples
 ///
 /// ```
-/// use crate::{block_device::BlockDeviceFile, device_mapper::bufio};
+/// use crate::{block_device::BlockDeviceFile, device_mapper::bufio::BufioClient};
 ///
 /// # let dev = BlockDeviceFile::open(1, 0, false)?; // brd's /dev/ram0
-/// let mut client = bufio::Client::new(&dev, 512)?;
+/// let mut client = BufioClient::new(&dev, 512)?;
 /// let first = client.read(0)?;
 /// let magic = u32::from_le_bytes([first[0], first[1], first[2], first[3]]);
 /// // Releasing the block lets the client hand out another.

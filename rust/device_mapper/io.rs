@@ -3,10 +3,10 @@
 //! Synchronous block I/O through dm-io.
 //!
 //! dm-io reads and writes regions of block devices from and to memory of
-//! several kinds. This module offers its synchronous form: a [`Client`] owns
-//! the `struct dm_io_client` (its bio set and page pool), and each call names
-//! a [`Region`] of a device and a buffer; the kind of memory (vmalloc or
-//! kmalloc) is decided by the buffer's type, never by the caller.
+//! several kinds. This module offers its synchronous form: an [`IoClient`]
+//! owns the `struct dm_io_client` (its bio set and page pool), and each call
+//! names a [`Region`] of a device and a buffer; the kind of memory (vmalloc
+//! or kmalloc) is decided by the buffer's type, never by the caller.
 //!
 //! C header: [`include/linux/dm-io.h`](srctree/include/linux/dm-io.h)
 
@@ -185,11 +185,11 @@ mod private {
 /// ```
 /// use crate::{
 ///     block_device::BlockDeviceFile,
-///     device_mapper::io::{self, OpFlags, Region},
+///     device_mapper::io::{IoClient, OpFlags, Region},
 /// };
 ///
 /// # let dev = BlockDeviceFile::open(1, 0, true)?; // brd's /dev/ram0
-/// let client = io::Client::new()?;
+/// let client = IoClient::new()?;
 /// let region = Region::new(&dev, 64, 1)?;
 /// // vmalloc memory (a store's metadata area) ...
 /// let area = VVec::from_elem(0x5au8, 512, GFP_KERNEL)?;
@@ -269,11 +269,11 @@ impl private::Sealed for KVec<u8> {
 /// ```
 /// use crate::{
 ///     block_device::BlockDeviceFile,
-///     device_mapper::io::{self, OpFlags, Region},
+///     device_mapper::io::{IoClient, OpFlags, Region},
 /// };
 ///
 /// # let dev = BlockDeviceFile::open(1, 0, true)?; // brd's /dev/ram0
-/// let client = io::Client::new()?;
+/// let client = IoClient::new()?;
 /// let region = Region::new(&dev, 8, 8)?;
 /// let data = VVec::from_elem(7u8, 4096, GFP_KERNEL)?;
 /// // Durable on return, with every write completed before it.
@@ -290,18 +290,18 @@ impl private::Sealed for KVec<u8> {
 ///
 /// `ptr` is a client returned by `dm_io_client_create()` and not yet
 /// destroyed; only the drop of this value destroys it.
-pub struct Client {
+pub struct IoClient {
     ptr: NonNull<bindings::dm_io_client>,
 }
 
 // SAFETY: A dm-io client may be used and destroyed from any thread.
-unsafe impl Send for Client {}
+unsafe impl Send for IoClient {}
 
 // SAFETY: dm-io allocates from the client's mempools, which are safe to use
 // concurrently.
-unsafe impl Sync for Client {}
+unsafe impl Sync for IoClient {}
 
-impl Client {
+impl IoClient {
     /// Creates a client (`dm_io_client_create()`).
     ///
     /// # Errors
@@ -414,7 +414,7 @@ impl Client {
     }
 }
 
-impl Drop for Client {
+impl Drop for IoClient {
     fn drop(&mut self) {
         // SAFETY: By the type invariant the client is live and owned by
         // `self`; no I/O can be in flight, as all of it is synchronous and
