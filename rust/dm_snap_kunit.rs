@@ -325,8 +325,8 @@ mod tests {
     }
 
     #[test]
-    fn max_chunk_sectors_matches_the_c_limit() {
-        assert_eq!(exception_store::MAX_CHUNK_SECTORS, 4_194_303);
+    fn chunk_size_limit_matches_the_c_limit() {
+        assert_eq!(exception_store::CHUNK_SIZE_LIMIT_SECTORS, 4_194_303);
     }
 
     /// Sets the current task's `fail_nth`, as writing `n` to

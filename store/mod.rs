@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 use crate::{
+    block_device::SECTOR_SHIFT,
     dedicated_workqueue::{
         DedicatedQueue,
         Placement, //
@@ -95,6 +96,11 @@ use kernel::{
         SpinLock, //
     }, //
 };
+
+// The format core checks chunk sizes against dm-snapshot's limit without
+// the kernel (the tools use it too), the abstraction before it sets one.
+const _: () =
+    assert!(format::CHUNK_SIZE_LIMIT_SECTORS == exception_store::CHUNK_SIZE_LIMIT_SECTORS);
 
 /// C: `DM_MSG_PREFIX`.
 const PREFIX: MsgPrefix = crate::dm_msg_prefix!("persistent snapshot");
@@ -189,7 +195,7 @@ impl StoreData {
     /// `buf` with the given flags, on the metadata workqueue.
     /// C: `chunk_io(ps, ps->header_area, 0, .., 1)`.
     fn header_io(&self, store: &Store, buf: &mut VVec<u8>, write: Option<OpFlags>) -> Result {
-        let sectors = u32::try_from(buf.len() >> 9).map_err(|_| EINVAL)?;
+        let sectors = u32::try_from(buf.len() >> SECTOR_SHIFT).map_err(|_| EINVAL)?;
         let region = cow_region(store, 0, sectors)?;
         let io = &self.io;
         match write {
@@ -231,6 +237,17 @@ impl StoreData {
         let mut state = self.state.lock();
         let ps = Option::as_mut(&mut *state).ok_or(EIO)?;
         f(ps)
+    }
+
+    /// Runs the commit-machine step `f` on the format core's state under
+    /// the state spinlock; fails with `missing` if the metadata was never
+    /// read.
+    fn commit_step(
+        &self,
+        missing: format::Error,
+        f: impl FnOnce(&mut Pstore) -> Result<CommitStep, format::Error>,
+    ) -> Result<CommitStep, format::Error> {
+        Option::as_mut(&mut *self.state.lock()).map_or(Err(missing), f)
     }
 
     /// Whether the store is valid right now (C: `ps->valid`).
@@ -571,9 +588,7 @@ impl ExceptionStore for PersistentStore {
     /// spinlock: takes only our spinlock, allocates nothing.
     fn prepare_exception(data: Pin<&StoreData>, store: &Store, _old_chunk: Chunk) -> Result<Chunk> {
         let cow_sectors = store.cow().nr_sectors();
-        let mut state = data.state.lock();
-        let ps = Option::as_mut(&mut *state).ok_or(EIO)?;
-        ps.prepare_exception(cow_sectors).map_err(errno)
+        data.with_pstore(|ps| ps.prepare_exception(cow_sectors).map_err(errno))
     }
 
     /// C: `persistent_commit_exception()`.
@@ -601,10 +616,9 @@ impl ExceptionStore for PersistentStore {
             area, zero_area, ..
         } = &mut *commit;
 
-        let mut step = match Option::as_mut(&mut *data.state.lock()) {
-            Some(ps) => ps.commit_exception(area, e, valid),
-            None => Err(format::Error::CommitWithoutPrepare),
-        };
+        let mut step = data.commit_step(format::Error::CommitWithoutPrepare, |ps| {
+            ps.commit_exception(area, e, valid)
+        });
         loop {
             match step {
                 Ok(CommitStep::Queued) => return,
@@ -613,17 +627,13 @@ impl ExceptionStore for PersistentStore {
                     let ok = cow_region(store, next.sector, next.sectors)
                         .and_then(|r| data.io.write(&r, zero_area, 0, OpFlags::NONE))
                         .is_ok();
-                    step = match Option::as_mut(&mut *data.state.lock()) {
-                        Some(ps) => ps.commit_io_done(ok),
-                        None => Err(format::Error::NoFlushInProgress),
-                    };
+                    step = data
+                        .commit_step(format::Error::NoFlushInProgress, |ps| ps.commit_io_done(ok));
                 }
                 Ok(CommitStep::WriteArea(w)) => {
                     let ok = data.write_area(store, area, &w).is_ok();
-                    step = match Option::as_mut(&mut *data.state.lock()) {
-                        Some(ps) => ps.commit_io_done(ok),
-                        None => Err(format::Error::NoFlushInProgress),
-                    };
+                    step = data
+                        .commit_step(format::Error::NoFlushInProgress, |ps| ps.commit_io_done(ok));
                 }
                 Ok(CommitStep::Complete { clear_area, .. }) => {
                     // The store moved to the next area: its buffer starts
@@ -649,9 +659,7 @@ impl ExceptionStore for PersistentStore {
                     // and every exception waiting on it, rather than leave
                     // them hanging.
                     report(e);
-                    if let Some(ps) = Option::as_mut(&mut *data.state.lock()) {
-                        let _ = ps.drop_snapshot();
-                    }
+                    let _ = data.with_pstore(|ps| Ok(ps.drop_snapshot()));
                     break;
                 }
             }
@@ -718,10 +726,9 @@ impl ExceptionStore for PersistentStore {
     /// `REQ_FUA` (C: a plain write), so the invalidation is durable when
     /// this returns.
     fn drop_snapshot(data: Pin<&StoreData>, store: &Store) {
-        let header = match Option::as_mut(&mut *data.state.lock()) {
-            Some(ps) => ps.drop_snapshot(),
-            // Never read: nothing on disk is ours to mark.
-            None => return,
+        // Never read: nothing on disk is ours to mark.
+        let Ok(header) = data.with_pstore(|ps| Ok(ps.drop_snapshot())) else {
+            return;
         };
         if data.write_header(store, header, OpFlags::FUA).is_err() {
             crate::dm_warn!(PREFIX, "{}", format::messages::DROP_WRITE_HEADER_FAILED);

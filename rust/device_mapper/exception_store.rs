@@ -17,7 +17,10 @@
 //!
 //! C header: [`drivers/md/dm-exception-store.h`](srctree/drivers/md/dm-exception-store.h)
 
-use crate::block_device::BlockDevice;
+use crate::block_device::{
+    BlockDevice,
+    SECTOR_SHIFT, //
+};
 use core::{
     marker::PhantomData,
     mem::{
@@ -57,9 +60,11 @@ use kernel::{
 /// `n * chunk_size .. (n + 1) * chunk_size` of a device.
 pub type Chunk = u64;
 
-/// The largest chunk size a store may use, in sectors (`INT_MAX >> SECTOR_SHIFT`,
-/// as `dm_exception_store_set_chunk_size()` allows).
-pub const MAX_CHUNK_SECTORS: u32 = (i32::MAX as u32) >> 9;
+/// The bound dm-snapshot puts on a chunk size, in sectors: a chunk in bytes
+/// must fit an `int` (`INT_MAX >> SECTOR_SHIFT`, as
+/// `dm_exception_store_set_chunk_size()` checks). The largest chunk size a
+/// store can set is the largest power of two below it, 2^21 sectors.
+pub const CHUNK_SIZE_LIMIT_SECTORS: u32 = (i32::MAX as u32) >> SECTOR_SHIFT;
 
 type Borrowed<'a, T> = <<T as ExceptionStore>::Data as ForeignOwnable>::Borrowed<'a>;
 
@@ -356,9 +361,9 @@ impl StoreSetup<'_> {
     /// # Errors
     ///
     /// `EINVAL` if `sectors` is not a power of two or exceeds
-    /// [`MAX_CHUNK_SECTORS`].
+    /// [`CHUNK_SIZE_LIMIT_SECTORS`].
     pub fn set_chunk_size(&mut self, sectors: u32) -> Result {
-        if !sectors.is_power_of_two() || sectors > MAX_CHUNK_SECTORS {
+        if !sectors.is_power_of_two() || sectors > CHUNK_SIZE_LIMIT_SECTORS {
             return Err(EINVAL);
         }
         let raw = self.store.raw();
