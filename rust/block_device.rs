@@ -14,26 +14,21 @@ use kernel::{
     types::Opaque, //
 };
 
-/// The size of a sector in bytes, as a shift (`SECTOR_SHIFT`).
-pub const SECTOR_SHIFT: u32 = 9;
-
-/// The size of a sector in bytes (`SECTOR_SIZE`).
-pub const SECTOR_SIZE: usize = 1 << SECTOR_SHIFT;
-
 /// A block device that stays open while a reference to it exists.
 ///
 /// # Examples
 ///
 /// ```
-/// use crate::block_device::{BlockDevice, BlockDeviceFile, SECTOR_SIZE};
+/// use crate::block_device::{BlockDevice, BlockDeviceFile};
+/// use kernel::block::SECTOR_SIZE;
 ///
 /// fn bytes(dev: &BlockDevice) -> u64 {
-///     dev.nr_sectors() * SECTOR_SIZE as u64
+///     dev.nr_sectors() * u64::from(SECTOR_SIZE)
 /// }
 ///
 /// # let file = BlockDeviceFile::open(1, 0, false)?; // brd's /dev/ram0
 /// let dev: &BlockDevice = &file;
-/// assert!(dev.logical_block_size() as usize >= SECTOR_SIZE);
+/// assert!(dev.logical_block_size() >= SECTOR_SIZE);
 /// assert!(bytes(dev) > 0);
 /// ```
 ///

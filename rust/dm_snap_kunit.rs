@@ -43,10 +43,7 @@ impl kernel::Module for DmSnapKunit {
 #[kunit_tests(dm_snap_abstractions)]
 mod tests {
     use crate::{
-        block_device::{
-            BlockDeviceFile,
-            SECTOR_SIZE, //
-        },
+        block_device::BlockDeviceFile,
         dedicated_workqueue::{
             DedicatedQueue,
             Placement, //
@@ -102,6 +99,9 @@ mod tests {
         prelude::*,
         task::Task, //
     };
+
+    /// A sector in bytes, as the buffer lengths below use it.
+    const SECTOR_SIZE: usize = kernel::block::SECTOR_SIZE as usize;
 
     /// `/dev/ram0` (brd's major is 1), without a path lookup: KUnit's
     /// kernel thread does not see the guest's `/dev`.

@@ -26,7 +26,6 @@
 #![forbid(unsafe_code)]
 
 use crate::{
-    block_device::SECTOR_SHIFT,
     dedicated_workqueue::{
         DedicatedQueue,
         Placement, //
@@ -82,6 +81,7 @@ use kernel::{
         KVVec,
         VVec, //
     },
+    block::SECTOR_SHIFT,
     error::code::{
         EINVAL,
         EIO,

@@ -11,16 +11,14 @@
 //!
 //! C header: [`include/linux/dm-bufio.h`](srctree/include/linux/dm-bufio.h)
 
-use crate::block_device::{
-    BlockDevice,
-    SECTOR_SIZE, //
-};
+use crate::block_device::BlockDevice;
 use core::{
     marker::PhantomData,
     ptr::NonNull, //
 };
 use kernel::{
     bindings,
+    block::SECTOR_SIZE,
     error::{
         code::EINVAL,
         from_err_ptr,
@@ -85,7 +83,9 @@ impl<'a> BufioClient<'a> {
     ///
     /// Context: may sleep.
     pub fn new(bdev: &'a BlockDevice, block_size: usize) -> Result<Self> {
-        if !block_size.is_power_of_two() || !(SECTOR_SIZE..=MAX_BLOCK_SIZE).contains(&block_size) {
+        if !block_size.is_power_of_two()
+            || !(SECTOR_SIZE as usize..=MAX_BLOCK_SIZE).contains(&block_size)
+        {
             return Err(EINVAL);
         }
         let raw_size = u32::try_from(block_size).map_err(|_| EINVAL)?;

@@ -17,10 +17,7 @@
 //!
 //! C header: [`drivers/md/dm-exception-store.h`](srctree/drivers/md/dm-exception-store.h)
 
-use crate::block_device::{
-    BlockDevice,
-    SECTOR_SHIFT, //
-};
+use crate::block_device::BlockDevice;
 use core::{
     marker::PhantomData,
     mem::{
@@ -30,6 +27,7 @@ use core::{
 };
 use kernel::{
     bindings,
+    block::SECTOR_SHIFT,
     error::{
         code::{
             EBUSY,

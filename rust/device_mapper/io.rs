@@ -10,11 +10,7 @@
 //!
 //! C header: [`include/linux/dm-io.h`](srctree/include/linux/dm-io.h)
 
-use crate::block_device::{
-    BlockDevice,
-    SECTOR_SHIFT,
-    SECTOR_SIZE, //
-};
+use crate::block_device::BlockDevice;
 use core::ptr::NonNull;
 use kernel::{
     alloc::{
@@ -22,6 +18,10 @@ use kernel::{
         VVec, //
     },
     bindings,
+    block::{
+        SECTOR_SHIFT,
+        SECTOR_SIZE, //
+    },
     error::{
         code::EINVAL,
         from_err_ptr,
@@ -110,7 +110,7 @@ impl<'a> Region<'a> {
     /// device.
     pub fn new(bdev: &'a BlockDevice, sector: u64, count: u64) -> Result<Self> {
         let end = sector.checked_add(count).ok_or(EINVAL)?;
-        let bytes = count.checked_mul(SECTOR_SIZE as u64).ok_or(EINVAL)?;
+        let bytes = count.checked_mul(u64::from(SECTOR_SIZE)).ok_or(EINVAL)?;
         if count == 0 || end > bdev.nr_sectors() || usize::try_from(bytes).is_err() {
             return Err(EINVAL);
         }
