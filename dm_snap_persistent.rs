@@ -23,7 +23,7 @@ pub mod block_device;
 pub mod dedicated_workqueue;
 #[path = "rust/device_mapper/mod.rs"]
 pub mod device_mapper;
-#[path = "format/src/snap_format.rs"]
+#[path = "format/src/snap_format/mod.rs"]
 pub mod snap_format;
 mod store;
 

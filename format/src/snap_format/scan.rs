@@ -1,0 +1,292 @@
+// SPDX-License-Identifier: GPL-2.0-only
+
+//! The validating activation scan over the metadata areas.
+
+#[cfg(doc)]
+use super::{
+    duplicates::{
+        find_new_chunk,
+        ChunkBits, //
+    },
+    pstore::Pstore, //
+};
+use super::{
+    error::{
+        Error,
+        Warning, //
+    },
+    layout::{
+        AreaIo,
+        Layout, //
+    },
+    records::{
+        read_exception,
+        Exception, //
+    }, //
+};
+use core::cmp::max;
+
+/// How many metadata areas the activation scan reads ahead.
+///
+/// C: `DM_PREFETCH_CHUNKS`.
+pub const DM_PREFETCH_CHUNKS: u64 = 12;
+
+/// What one scanned area turned out to be.
+///
+/// C: the `full` output of `insert_exceptions()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AreaFill {
+    /// No end marker: every record is an exception; the scan goes on.
+    Full,
+    /// An end marker at index `committed`: the scan is over.
+    Partial {
+        /// Exceptions before the marker (C: `current_committed`).
+        committed: u32,
+    },
+}
+
+/// The outcome of a finished scan.
+///
+/// C: the `struct pstore` fields set by `read_exceptions()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ScanResult {
+    /// Index of the last, partial area. C: `current_area`.
+    pub current_area: u64,
+    /// Exceptions in that area. C: `current_committed`.
+    pub current_committed: u32,
+    /// Next chunk to allocate. C: `next_free`.
+    pub next_free: u64,
+    /// Exceptions reported to the visitor.
+    pub exceptions: u64,
+    /// Nonzero records after the end marker, if any.
+    pub warning: Option<Warning>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum ScanPhase {
+    Reading,
+    Done {
+        committed: u32,
+        warning: Option<Warning>,
+    },
+}
+
+/// The validating activation scan over the metadata areas.
+///
+/// C: `read_exceptions()` and `insert_exceptions()`.
+///
+/// Drive it with [`Scan::next_area`] (which chunk to read next),
+/// [`Scan::next_prefetch`] (optional read-ahead) and [`Scan::scan_area`]
+/// (hand over the bytes read), then [`Scan::finish`]. [`scan_areas`] does
+/// this loop for callers that can read into a buffer.
+///
+/// # Validation rules
+///
+/// The metadata is untrusted. Each exception before the end marker must
+/// pass these rules; the first broken one stops the scan with its error.
+///
+/// | rule | C checks it | this store |
+/// |---|---|---|
+/// | `new_chunk` is the header chunk | no (0 is the end marker, so no record can point at the header) | impossible on disk; [`Error::NewChunkIsHeader`] guards commits |
+/// | `new_chunk` is a metadata-area chunk | no | [`Error::NewChunkIsMetadata`] |
+/// | `new_chunk` at/after the end of the COW device (whole chunks), which also covers values of 2^56 and above that would corrupt dm's consecutive-chunk count | no | [`Error::NewChunkBeyondDevice`] |
+/// | `old_chunk` past the largest possible block device (2^63-1 bytes) or past 56 bits | no | [`Error::OldChunkTooLarge`] |
+/// | an area to read lies beyond the device end (previous area full) | no (its read fails) | [`Error::AreaBeyondDevice`] before any read |
+/// | nonzero bytes in/after the end-marker record | no (ignored) | ignored as in C, reported as [`Warning::GarbageAfterEndMarker`], cleared by [`Pstore::from_scan`] and written back at activation ([`Pstore::cleanup_write`]) so that no later crash can revive them |
+/// | duplicate `new_chunk` | no | [`Error::DuplicateNewChunk`], found by the caller with [`ChunkBits`] (one bit per chunk up to the highest `new_chunk`) and named with [`find_new_chunk`] |
+/// | duplicate `old_chunk` | no | not checked: dm-snapshot's hash table keeps the last one, as with C |
+/// | `new_chunk` outside the stretch of its own area | no | not checked: stores written by old kernels committed out of order |
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scan {
+    layout: Layout,
+    cow_chunks: u64,
+    current_area: u64,
+    prefetch_area: u64,
+    max_new_chunk: Option<u64>,
+    exceptions: u64,
+    phase: ScanPhase,
+}
+
+impl Scan {
+    /// Starts a scan of a COW device of `cow_sectors` sectors.
+    ///
+    /// C: the start of `read_exceptions()` (`ps->current_area = 0`).
+    pub const fn new(layout: Layout, cow_sectors: u64) -> Self {
+        Self {
+            layout,
+            cow_chunks: layout.device_chunks(cow_sectors),
+            current_area: 0,
+            prefetch_area: 0,
+            max_new_chunk: None,
+            exceptions: 0,
+            phase: ScanPhase::Reading,
+        }
+    }
+
+    /// The area to read next, or `None` once a partial area was found.
+    ///
+    /// C: the loop condition of `read_exceptions()` and its
+    /// `area_location()` call.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AreaBeyondDevice`] if the area does not lie on the device.
+    pub fn next_area(&self) -> Result<Option<AreaIo>, Error> {
+        if matches!(self.phase, ScanPhase::Done { .. }) {
+            return Ok(None);
+        }
+        let io = self
+            .layout
+            .area_io(self.current_area)
+            .ok_or(Error::Overflow)?;
+        if io.chunk >= self.cow_chunks {
+            return Err(Error::AreaBeyondDevice {
+                area: io.area,
+                chunk: io.chunk,
+                cow_chunks: self.cow_chunks,
+            });
+        }
+        Ok(Some(io))
+    }
+
+    /// The next chunk to prefetch before reading the current area, or
+    /// `None` when the read-ahead window (current area plus
+    /// [`DM_PREFETCH_CHUNKS`]) is covered or reaches the device end. Call it
+    /// in a loop before each [`Scan::scan_area`].
+    ///
+    /// C: the `dm_bufio_prefetch()` loop of `read_exceptions()`.
+    pub fn next_prefetch(&mut self) -> Option<u64> {
+        if matches!(self.phase, ScanPhase::Done { .. }) {
+            return None;
+        }
+        self.prefetch_area = max(self.prefetch_area, self.current_area);
+        if self.prefetch_area > self.current_area.saturating_add(DM_PREFETCH_CHUNKS) {
+            return None;
+        }
+        let chunk = self.layout.area_location(self.prefetch_area)?;
+        if chunk >= self.cow_chunks {
+            return None;
+        }
+        self.prefetch_area = self.prefetch_area.checked_add(1)?;
+        Some(chunk)
+    }
+
+    /// Scans the bytes of the area named by [`Scan::next_area`], calling
+    /// `visit` for each exception before the end marker, in order. A visit
+    /// error stops the scan (C: the callback's return value).
+    ///
+    /// # Errors
+    ///
+    /// A validation error (see [`Scan`]), [`Error::Callback`],
+    /// [`Error::BufferSize`] if `area` is not one chunk, or
+    /// [`Error::ScanState`] after the scan finished.
+    pub fn scan_area<V>(&mut self, area: &[u8], mut visit: V) -> Result<AreaFill, Error>
+    where
+        V: FnMut(Exception) -> Result<(), i32>,
+    {
+        if self.next_area()?.is_none() {
+            return Err(Error::ScanState);
+        }
+        self.layout.check_area_len(area.len())?;
+        let epa = self.layout.exceptions_per_area();
+        // Records by index rather than `chunks_exact()`, whose length
+        // division leaves a panic call that objtool (7.3) does not know as
+        // noreturn in the kernel build.
+        for index in 0..epa {
+            let e = read_exception(area, index).ok_or(Error::Overflow)?;
+            if e.is_end_marker() {
+                let warning = garbage_after(area, self.current_area, index);
+                self.phase = ScanPhase::Done {
+                    committed: index,
+                    warning,
+                };
+                return Ok(AreaFill::Partial { committed: index });
+            }
+            self.layout
+                .check_exception(self.current_area, index, e, Some(self.cow_chunks))?;
+            self.max_new_chunk = Some(max(self.max_new_chunk.unwrap_or(0), e.new_chunk));
+            self.exceptions = self.exceptions.saturating_add(1);
+            visit(e).map_err(|errno| Error::Callback { errno })?;
+        }
+        self.current_area = self.current_area.checked_add(1).ok_or(Error::Overflow)?;
+        Ok(AreaFill::Full)
+    }
+
+    /// The result of a scan that found its partial area.
+    ///
+    /// C: the end of `read_exceptions()` (`current_area--`,
+    /// `skip_metadata()`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ScanState`] if the scan has not finished.
+    pub fn finish(&self) -> Result<ScanResult, Error> {
+        match self.phase {
+            ScanPhase::Reading => Err(Error::ScanState),
+            ScanPhase::Done { committed, warning } => Ok(ScanResult {
+                current_area: self.current_area,
+                current_committed: committed,
+                next_free: self
+                    .layout
+                    .next_free_after_scan(self.max_new_chunk)
+                    .ok_or(Error::Overflow)?,
+                exceptions: self.exceptions,
+                warning,
+            }),
+        }
+    }
+}
+
+/// Looks for nonzero records from index `end` (the end marker) on.
+fn garbage_after(area: &[u8], area_index: u64, end: u32) -> Option<Warning> {
+    let mut first = None;
+    let mut records = 0u32;
+    let mut index = end;
+    while let Some(e) = read_exception(area, index) {
+        if e != Exception::default() {
+            first = first.or(Some(index));
+            records = records.saturating_add(1);
+        }
+        index = index.checked_add(1)?;
+    }
+    Some(Warning::GarbageAfterEndMarker {
+        area: area_index,
+        end,
+        first: first?,
+        records,
+    })
+}
+
+/// Runs a whole activation scan, reading each area into `area` with
+/// `read_chunk(chunk, buf)` and forwarding exceptions to `visit`. On
+/// success `area` holds the last, partial area, ready for
+/// [`Pstore::from_scan`].
+///
+/// C: `read_exceptions()` (without the read-ahead).
+///
+/// # Errors
+///
+/// [`Error::ReadFailed`] with the errno `read_chunk` returned, or any error
+/// of [`Scan::next_area`] and [`Scan::scan_area`].
+pub fn scan_areas<R, V>(
+    layout: Layout,
+    cow_sectors: u64,
+    area: &mut [u8],
+    mut read_chunk: R,
+    mut visit: V,
+) -> Result<ScanResult, Error>
+where
+    R: FnMut(u64, &mut [u8]) -> Result<(), i32>,
+    V: FnMut(Exception) -> Result<(), i32>,
+{
+    layout.check_area_len(area.len())?;
+    let mut scan = Scan::new(layout, cow_sectors);
+    while let Some(io) = scan.next_area()? {
+        read_chunk(io.chunk, area).map_err(|errno| Error::ReadFailed {
+            chunk: io.chunk,
+            errno,
+        })?;
+        scan.scan_area(area, &mut visit)?;
+    }
+    scan.finish()
+}
