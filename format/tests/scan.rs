@@ -482,3 +482,66 @@ fn chunk_bits_find_the_second_use_of_a_chunk() {
     assert_eq!(find_new_chunk(&area, 3), Some(1));
     assert_eq!(find_new_chunk(&area, 9), None, "after the end marker");
 }
+
+/// A record seen by the checking walk: area, index, record, broken rule.
+type Checked = (u64, u32, Exception, Option<Error>);
+
+/// Runs the checking walk ([`Scan::check_area`]) over a whole image:
+/// every record before an end marker, with the rule it breaks.
+fn check_all(img: &[u8], l: Layout) -> (Vec<Checked>, Scan) {
+    let mut scan = Scan::new(l, sectors(img));
+    let mut area = vec![0u8; usize::try_from(l.chunk_bytes()).unwrap()];
+    let mut seen = vec![];
+    while let Some(io) = scan.next_area().unwrap() {
+        read_chunk(img, l, io.chunk, &mut area).unwrap();
+        scan.check_area(&area, |index, e, broken| {
+            seen.push((io.area, index, e, broken))
+        })
+        .unwrap();
+    }
+    (seen, scan)
+}
+
+#[test]
+fn checking_walk_goes_past_broken_records_and_its_first_is_the_scans_error() {
+    let l = layout(1); // 32 per area; area 1 is chunk 34
+    let mut full = in_order(l, 32, |k| 1000 + k).concat();
+    full[3] = ex(5, 34); // on area 1
+    full[7] = ex(6, 500); // past the device
+    let img = store_image(l, 100, &[full.clone(), vec![ex(9, 40), ex(10, 41)]]);
+    let strict = scan(&img, l).unwrap_err();
+    let (seen, scan) = check_all(&img, l);
+    assert_eq!(seen.len(), 34);
+    let broken: Vec<_> = seen
+        .iter()
+        .filter_map(|(a, i, _, b)| b.map(|b| (*a, *i, b)))
+        .collect();
+    assert_eq!(broken.len(), 2);
+    assert_eq!(broken[0], (0, 3, strict));
+    assert!(matches!(
+        broken[1],
+        (0, 7, Error::NewChunkBeyondDevice { new_chunk: 500, .. })
+    ));
+    // The walk ends at the second area's marker; the broken records do not
+    // count as exceptions.
+    let r = scan.finish().unwrap();
+    assert_eq!(
+        (r.current_area, r.current_committed, r.exceptions),
+        (1, 2, 32)
+    );
+    assert_eq!(scan.warning(), None);
+}
+
+#[test]
+fn checking_walk_reports_the_same_garbage_warning_as_the_scan() {
+    let l = layout(1);
+    let mut img = store_image(l, 100, &[vec![ex(1, 2), ex(2, 3)]]);
+    let base = chunk_range(l, 1).start;
+    write_exception(&mut img[base..base + 512], 6, ex(7, 40)).unwrap();
+    let (r, _, _) = scan(&img, l).unwrap();
+    let (seen, scan) = check_all(&img, l);
+    assert_eq!(seen.len(), 2);
+    assert!(r.warning.is_some());
+    assert_eq!(scan.warning(), r.warning);
+    assert_eq!(scan.finish().unwrap(), r);
+}

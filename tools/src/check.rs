@@ -4,15 +4,13 @@
 //! and reports each problem found.
 //!
 //! The rules are the format core's: the header decision ([`read_header`]
-//! through [`read_device_header`]) and, for every record,
-//! [`Layout::check_exception`], the function the module's activation scan
-//! applies. Where the module's [`Scan`] stops at the first bad record,
-//! this check goes on, so that every problem is reported; the module's own
-//! scan runs alongside and gives the verdict of an activation
-//! ([`Verdict`]). On top of the module's rules it finds duplicate
-//! `old_chunk` and `new_chunk` values, which needs memory that grows with
-//! the number of exceptions ([`ChunkSet`]); `duplicates: false` turns that
-//! off.
+//! through [`read_device_header`]) and the module's activation [`Scan`],
+//! driven with [`Scan::check_area`], which goes on past a broken record so
+//! that every problem is reported; the first one is where the module would
+//! refuse the store ([`Verdict`]). On top of the module's rules it finds
+//! duplicate `old_chunk` and `new_chunk` values, which needs memory that
+//! grows with the number of exceptions ([`ChunkSet`]); `duplicates: false`
+//! turns that off.
 //!
 //! Header problems stop the check: without a trusted chunk size the areas
 //! cannot be found.
@@ -24,11 +22,9 @@
 use std::fmt;
 use std::io;
 
-use snap_format::read_exception;
 use snap_format::BlockSizes;
 use snap_format::DiskHeader;
 use snap_format::Error;
-use snap_format::Exception;
 use snap_format::HeaderDecision;
 use snap_format::Layout;
 use snap_format::Scan;
@@ -394,12 +390,12 @@ fn check_areas<I: BlockIo, R: FnMut(&Problem)>(
     progress: &mut Progress,
     c: &mut Checker<'_, R>,
 ) -> io::Result<()> {
-    let cow_chunks = layout.device_chunks(cow_sectors);
-    let epa = layout.exceptions_per_area();
     let len = usize::try_from(layout.chunk_bytes()).map_err(io::Error::other)?;
     let mut buf = vec![0u8; len];
-    // The module's own scan, fed the same areas until it fails.
-    let mut module = Some(Scan::new(layout, cow_sectors));
+    // The module's scan, told to go on past broken records so that each is
+    // reported; the first one is where the module would refuse the store.
+    let mut scan = Scan::new(layout, cow_sectors);
+    let mut refusal = None;
     let mut old_chunks = ChunkSet::new();
     let mut new_chunks = ChunkSet::new();
     progress.restart(
@@ -407,47 +403,26 @@ fn check_areas<I: BlockIo, R: FnMut(&Problem)>(
         "areas",
         Some(layout.device_areas(cow_sectors)),
     );
-    let mut area = 0u64;
     loop {
-        let Some(aio) = layout.area_io(area) else {
-            c.error(&Error::Overflow);
-            break;
-        };
-        if aio.chunk >= cow_chunks {
-            let e = Error::AreaBeyondDevice {
-                area,
-                chunk: aio.chunk,
-                cow_chunks,
-            };
-            c.error(&e);
-            if module.take().is_some() {
-                c.summary.verdict = Verdict::Refused(e.to_string());
+        let aio = match scan.next_area() {
+            Ok(Some(aio)) => aio,
+            Ok(None) => break,
+            Err(e) => {
+                c.error(&e);
+                refusal.get_or_insert(e);
+                break;
             }
-            break;
-        }
+        };
         read_area(io, &aio, &mut buf)?;
         c.summary.areas = c.summary.areas.saturating_add(1);
-        if let Some(scan) = module.as_mut() {
-            if let Err(e) = scan.scan_area(&buf, |_| Ok(())) {
-                c.summary.verdict = Verdict::Refused(e.to_string());
-                module = None;
-            }
-        }
-        let mut ended = false;
-        for index in 0..epa {
-            let Some(e) = read_exception(&buf, index) else {
-                break;
-            };
-            if e.is_end_marker() {
-                garbage_after(&buf, area, index, epa, c);
-                ended = true;
-                break;
-            }
+        let area = aio.area;
+        let checked = scan.check_area(&buf, |index, e, broken| {
             c.summary.exceptions = c.summary.exceptions.saturating_add(1);
-            let new_ok = match layout.check_exception(area, index, e, Some(cow_chunks)) {
-                Ok(()) => true,
-                Err(err) => {
+            let new_ok = match broken {
+                None => true,
+                Some(err) => {
                     c.error(&err);
+                    refusal.get_or_insert(err);
                     matches!(err, Error::OldChunkTooLarge { .. })
                 }
             };
@@ -475,47 +450,16 @@ fn check_areas<I: BlockIo, R: FnMut(&Problem)>(
                     });
                 }
             }
-        }
+        });
         progress.update(c.summary.areas);
-        if ended {
+        if let Err(e) = checked {
+            c.error(&e);
+            refusal.get_or_insert(e);
             break;
         }
-        area = area.saturating_add(1);
     }
     progress.finish();
-    if let Some(scan) = module {
-        c.summary.verdict = match scan.finish() {
-            Ok(r) => Verdict::Valid(r),
-            Err(e) => Verdict::Refused(e.to_string()),
-        };
-    }
-    Ok(())
-}
-
-/// Reports nonzero records at or after the end marker at `end`, with the
-/// format core's warning (the module logs the same).
-fn garbage_after<R: FnMut(&Problem)>(
-    buf: &[u8],
-    area: u64,
-    end: u32,
-    epa: u32,
-    c: &mut Checker<'_, R>,
-) {
-    let mut first = None;
-    let mut records = 0u32;
-    for index in end..epa {
-        if read_exception(buf, index).is_some_and(|e| e != Exception::default()) {
-            first = first.or(Some(index));
-            records = records.saturating_add(1);
-        }
-    }
-    if let Some(first) = first {
-        let w = Warning::GarbageAfterEndMarker {
-            area,
-            end,
-            first,
-            records,
-        };
+    if let Some(w @ Warning::GarbageAfterEndMarker { area, first, .. }) = scan.warning() {
         c.problem(Problem {
             kind: Kind::GarbageAfterEndMarker,
             area: Some(area),
@@ -523,4 +467,12 @@ fn garbage_after<R: FnMut(&Problem)>(
             message: w.to_string(),
         });
     }
+    c.summary.verdict = match refusal {
+        Some(e) => Verdict::Refused(e.to_string()),
+        None => match scan.finish() {
+            Ok(r) => Verdict::Valid(r),
+            Err(e) => Verdict::Refused(e.to_string()),
+        },
+    };
+    Ok(())
 }

@@ -184,6 +184,42 @@ impl Scan {
     where
         V: FnMut(Exception) -> Result<(), i32>,
     {
+        self.walk_area(area, |_, e, checked| {
+            checked?;
+            visit(e).map_err(|errno| Error::Callback { errno })
+        })
+    }
+
+    /// Scans the bytes of the area named by [`Scan::next_area`] as
+    /// [`Scan::scan_area`] does, but goes on past a record that breaks a
+    /// rule: `visit` gets every record before the end marker, with its index
+    /// and the first rule it breaks, if any. The scan's state moves on as
+    /// if the broken records were not there, so that a checker reports every
+    /// problem of a store with the rules of the activation scan; the first
+    /// broken rule is where an activation would have stopped.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BufferSize`] if `area` is not one chunk, or
+    /// [`Error::ScanState`] after the scan finished.
+    pub fn check_area<V>(&mut self, area: &[u8], mut visit: V) -> Result<AreaFill, Error>
+    where
+        V: FnMut(u32, Exception, Option<Error>),
+    {
+        self.walk_area(area, |index, e, checked| {
+            visit(index, e, checked.err());
+            Ok(())
+        })
+    }
+
+    /// The walk of [`Scan::scan_area`] and [`Scan::check_area`]: `step`
+    /// gets each record before the end marker with the result of its rules
+    /// and says whether to go on; only records that pass count as
+    /// exceptions of the store.
+    fn walk_area<S>(&mut self, area: &[u8], mut step: S) -> Result<AreaFill, Error>
+    where
+        S: FnMut(u32, Exception, Result<(), Error>) -> Result<(), Error>,
+    {
         if self.next_area()?.is_none() {
             return Err(Error::ScanState);
         }
@@ -202,14 +238,26 @@ impl Scan {
                 };
                 return Ok(AreaFill::Partial { committed: index });
             }
-            self.layout
-                .check_exception(self.current_area, index, e, Some(self.cow_chunks))?;
-            self.max_new_chunk = Some(max(self.max_new_chunk.unwrap_or(0), e.new_chunk));
-            self.exceptions = self.exceptions.saturating_add(1);
-            visit(e).map_err(|errno| Error::Callback { errno })?;
+            let checked =
+                self.layout
+                    .check_exception(self.current_area, index, e, Some(self.cow_chunks));
+            if checked.is_ok() {
+                self.max_new_chunk = Some(max(self.max_new_chunk.unwrap_or(0), e.new_chunk));
+                self.exceptions = self.exceptions.saturating_add(1);
+            }
+            step(index, e, checked)?;
         }
         self.current_area = self.current_area.checked_add(1).ok_or(Error::Overflow)?;
         Ok(AreaFill::Full)
+    }
+
+    /// The nonzero records found after the end marker of the last area,
+    /// once the scan found it.
+    pub fn warning(&self) -> Option<Warning> {
+        match self.phase {
+            ScanPhase::Reading => None,
+            ScanPhase::Done { warning, .. } => warning,
+        }
     }
 
     /// The result of a scan that found its partial area.
