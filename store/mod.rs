@@ -71,6 +71,7 @@ use crate::{
         PrepareMerge,
         Pstore,
         Scan,
+        ScanStop,
         TableChunkSize, //
     }, //
 };
@@ -334,6 +335,15 @@ impl<'a> AreaReader<'a> {
     }
 }
 
+/// Why the activation scan's visitor stopped it.
+enum Stop {
+    /// The exception at `index` of the area uses COW chunk `chunk`, which an
+    /// earlier one uses too.
+    Duplicate { chunk: u64, index: u32 },
+    /// Recording the exception failed.
+    Kernel(Error),
+}
+
 impl PersistentStore {
     /// Scans the metadata areas of a valid store, forwarding every exception
     /// to `sink`; leaves the last, partial area in `area`. Two exceptions
@@ -353,7 +363,6 @@ impl PersistentStore {
             while let Some(chunk) = scan.next_prefetch() {
                 reader.prefetch(chunk);
             }
-            let mut duplicate = None;
             let fill = reader.with_chunk(store, layout, next.chunk, |block| {
                 let mut index = 0u32;
                 let fill = scan.scan_area(block, |e| {
@@ -362,13 +371,14 @@ impl PersistentStore {
                     match used.insert(e.new_chunk) {
                         Ok(true) => {}
                         Ok(false) => {
-                            duplicate = Some((e.new_chunk, this));
-                            return Err(EINVAL.to_errno().saturating_neg());
+                            return Err(Stop::Duplicate {
+                                chunk: e.new_chunk,
+                                index: this,
+                            })
                         }
-                        Err(err) => return Err(err.to_errno().saturating_neg()),
+                        Err(err) => return Err(Stop::Kernel(err)),
                     }
-                    sink.add(e.old_chunk, e.new_chunk)
-                        .map_err(|err| err.to_errno().saturating_neg())
+                    sink.add(e.old_chunk, e.new_chunk).map_err(Stop::Kernel)
                 });
                 // The last, partial area (the scan stops after it) becomes
                 // the in-memory area.
@@ -377,17 +387,22 @@ impl PersistentStore {
                 }
                 Ok(fill)
             })?;
-            if let Some((chunk, index)) = duplicate {
-                let (first_area, first_index) = Self::first_use(&mut reader, store, layout, chunk)?;
-                return Err(report(format::Error::DuplicateNewChunk {
-                    chunk,
-                    first_area,
-                    first_index,
-                    area: next.area,
-                    index,
-                }));
+            match fill {
+                Ok(_) => {}
+                Err(ScanStop::Format(e)) => return Err(report(e)),
+                Err(ScanStop::Visitor(Stop::Kernel(e))) => return Err(e),
+                Err(ScanStop::Visitor(Stop::Duplicate { chunk, index })) => {
+                    let (first_area, first_index) =
+                        Self::first_use(&mut reader, store, layout, chunk)?;
+                    return Err(report(format::Error::DuplicateNewChunk {
+                        chunk,
+                        first_area,
+                        first_index,
+                        area: next.area,
+                        index,
+                    }));
+                }
             }
-            fill.map_err(report)?;
         }
         let result = scan.finish().map_err(report)?;
         if let Some(warning) = result.warning {

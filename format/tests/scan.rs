@@ -110,7 +110,7 @@ fn every_power_of_two_chunk_size_up_to_2_mib_scans_a_full_area() {
             }
             s.scan_area(&buf, |_| {
                 seen += 1;
-                Ok(())
+                Ok::<(), ()>(())
             })
             .unwrap();
         }
@@ -347,19 +347,19 @@ fn scan_refuses_wrong_buffer_sizes_and_calls_out_of_order() {
     let mut s = Scan::new(l, 100);
     assert_eq!(s.finish(), Err(Error::ScanState));
     assert!(matches!(
-        s.scan_area(&[0u8; 511], |_| Ok(())),
+        s.validate_area(&[0u8; 511]),
         Err(Error::BufferSize {
             expected: 512,
             actual: 511
         })
     ));
     assert_eq!(
-        s.scan_area(&[0u8; 512], |_| Ok(())),
+        s.validate_area(&[0u8; 512]),
         Ok(AreaFill::Partial { committed: 0 })
     );
     assert_eq!(s.next_area(), Ok(None));
     assert_eq!(s.next_prefetch(), None);
-    assert_eq!(s.scan_area(&[0u8; 512], |_| Ok(())), Err(Error::ScanState));
+    assert_eq!(s.validate_area(&[0u8; 512]), Err(Error::ScanState));
     assert!(s.finish().is_ok());
 }
 
@@ -376,7 +376,7 @@ fn prefetch_window_covers_twelve_areas_ahead_and_stops_at_the_device_end() {
         .iter()
         .flat_map(|e| e.encode())
         .collect();
-    assert_eq!(s.scan_area(&full, |_| Ok(())), Ok(AreaFill::Full));
+    assert_eq!(s.validate_area(&full), Ok(AreaFill::Full));
     let next: Vec<u64> = std::iter::from_fn(|| s.next_prefetch()).collect();
     assert_eq!(next, vec![1 + 33 * 13]);
     // Near the end of the device the window is cut.

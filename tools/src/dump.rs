@@ -21,6 +21,7 @@ use snap_format::BlockSizes;
 use snap_format::HeaderDecision;
 use snap_format::Layout;
 use snap_format::Scan;
+use snap_format::ScanStop;
 use snap_format::Warning;
 use snap_format::SECTOR_SIZE;
 
@@ -155,22 +156,16 @@ fn dump_areas<I: BlockIo, W: Write>(
     let mut buf = vec![0u8; len];
     let mut scan = Scan::new(layout, cow_sectors);
     progress.restart("snap_dump", "areas", Some(layout.device_areas(cow_sectors)));
-    let mut output_error = None;
     while let Some(aio) = scan.next_area().map_err(DumpError::Format)? {
         read_area(io, &aio, &mut buf).map_err(|error| DumpError::Read {
             chunk: aio.chunk,
             error,
         })?;
-        let scanned = scan.scan_area(&buf, |e| {
-            xml::write_exception(out, e).map_err(|err| {
-                output_error = Some(err);
-                snap_format::errno::EIO
-            })
-        });
-        if let Some(e) = output_error.take() {
-            return Err(DumpError::Output(e));
-        }
-        scanned.map_err(DumpError::Format)?;
+        scan.scan_area(&buf, |e| xml::write_exception(out, e))
+            .map_err(|stop| match stop {
+                ScanStop::Format(e) => DumpError::Format(e),
+                ScanStop::Visitor(e) => DumpError::Output(e),
+            })?;
         summary.areas = summary.areas.saturating_add(1);
         progress.update(summary.areas);
     }

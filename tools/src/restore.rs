@@ -361,7 +361,7 @@ where
             });
         }
     };
-    let fill = scan.scan_area(&area.buf, |_| Ok(())).map_err(|e| {
+    let fill = scan.validate_area(&area.buf).map_err(|e| {
         let at = match e {
             Error::NewChunkBeyondDevice { index, .. }
             | Error::NewChunkIsMetadata { index, .. }

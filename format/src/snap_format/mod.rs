@@ -148,6 +148,7 @@ pub use self::{
         AreaFill,
         Scan,
         ScanResult,
+        ScanStop,
         DM_PREFETCH_CHUNKS, //
     },
     table::{

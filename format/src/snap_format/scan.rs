@@ -24,7 +24,10 @@ use super::{
         Exception, //
     }, //
 };
-use core::cmp::max;
+use core::{
+    cmp::max,
+    convert::Infallible, //
+};
 
 /// How many metadata areas the activation scan reads ahead.
 ///
@@ -60,6 +63,31 @@ pub struct ScanResult {
     pub exceptions: u64,
     /// Nonzero records after the end marker, if any.
     pub warning: Option<Warning>,
+}
+
+/// Why [`Scan::scan_area`] stopped before the end of an area.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScanStop<E> {
+    /// The area breaks a rule of the scan, or the call was out of order.
+    Format(Error),
+    /// The visitor's error, as the visitor returned it.
+    Visitor(E),
+}
+
+impl<E> From<Error> for ScanStop<E> {
+    fn from(e: Error) -> Self {
+        Self::Format(e)
+    }
+}
+
+impl ScanStop<Infallible> {
+    /// The format error of a scan whose visitor cannot fail.
+    pub fn into_format(self) -> Error {
+        match self {
+            Self::Format(e) => e,
+            Self::Visitor(never) => match never {},
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -173,21 +201,33 @@ impl Scan {
 
     /// Scans the bytes of the area named by [`Scan::next_area`], calling
     /// `visit` for each exception before the end marker, in order. A visit
-    /// error stops the scan (C: the callback's return value).
+    /// error stops the scan (C: the callback's return value) and comes back
+    /// as it was returned, in [`ScanStop::Visitor`].
     ///
     /// # Errors
     ///
-    /// A validation error (see [`Scan`]), [`Error::Callback`],
+    /// [`ScanStop::Format`] with a validation error (see [`Scan`]),
     /// [`Error::BufferSize`] if `area` is not one chunk, or
-    /// [`Error::ScanState`] after the scan finished.
-    pub fn scan_area<V>(&mut self, area: &[u8], mut visit: V) -> Result<AreaFill, Error>
+    /// [`Error::ScanState`] after the scan finished; [`ScanStop::Visitor`].
+    pub fn scan_area<E, V>(&mut self, area: &[u8], mut visit: V) -> Result<AreaFill, ScanStop<E>>
     where
-        V: FnMut(Exception) -> Result<(), i32>,
+        V: FnMut(Exception) -> Result<(), E>,
     {
         self.walk_area(area, |_, e, checked| {
             checked?;
-            visit(e).map_err(|errno| Error::Callback { errno })
+            visit(e).map_err(ScanStop::Visitor)
         })
+    }
+
+    /// [`Scan::scan_area`] for a caller that only needs the scan's verdict
+    /// on the area, not its exceptions.
+    ///
+    /// # Errors
+    ///
+    /// As [`Scan::scan_area`].
+    pub fn validate_area(&mut self, area: &[u8]) -> Result<AreaFill, Error> {
+        self.walk_area(area, |_, _, checked| checked.map_err(ScanStop::Format))
+            .map_err(ScanStop::<Infallible>::into_format)
     }
 
     /// Scans the bytes of the area named by [`Scan::next_area`] as
@@ -210,18 +250,19 @@ impl Scan {
             visit(index, e, checked.err());
             Ok(())
         })
+        .map_err(ScanStop::<Infallible>::into_format)
     }
 
     /// The walk of [`Scan::scan_area`] and [`Scan::check_area`]: `step`
     /// gets each record before the end marker with the result of its rules
     /// and says whether to go on; only records that pass count as
     /// exceptions of the store.
-    fn walk_area<S>(&mut self, area: &[u8], mut step: S) -> Result<AreaFill, Error>
+    fn walk_area<E, S>(&mut self, area: &[u8], mut step: S) -> Result<AreaFill, ScanStop<E>>
     where
-        S: FnMut(u32, Exception, Result<(), Error>) -> Result<(), Error>,
+        S: FnMut(u32, Exception, Result<(), Error>) -> Result<(), ScanStop<E>>,
     {
         if self.next_area()?.is_none() {
-            return Err(Error::ScanState);
+            return Err(Error::ScanState.into());
         }
         self.layout.check_area_len(area.len())?;
         let epa = self.layout.exceptions_per_area();
@@ -334,7 +375,11 @@ where
             chunk: io.chunk,
             errno,
         })?;
-        scan.scan_area(area, &mut visit)?;
+        scan.scan_area(area, &mut visit)
+            .map_err(|stop| match stop {
+                ScanStop::Format(e) => e,
+                ScanStop::Visitor(errno) => Error::Callback { errno },
+            })?;
     }
     scan.finish()
 }
