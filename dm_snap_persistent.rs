@@ -31,7 +31,11 @@ use device_mapper::exception_store::{
     Registration,
     TypeStorage, //
 };
-use store::PersistentStore;
+use snap_format::messages;
+use store::{
+    PersistentStore,
+    PREFIX, //
+};
 
 module! {
     type: DmSnapPersistent,
@@ -41,9 +45,6 @@ module! {
     license: "GPL",
     alias: ["dm-exstore-persistent", "dm-exstore-P"],
 }
-
-/// C: `DM_MSG_PREFIX` of the C store's module init.
-const PREFIX: device_mapper::MsgPrefix = dm_msg_prefix!("persistent snapshot");
 
 /// The type tables of the two names (C: `_persistent_type` and
 /// `_persistent_compat_type`), in the module's memory: stores of the type
@@ -61,13 +62,14 @@ struct DmSnapPersistent {
 impl kernel::Module for DmSnapPersistent {
     /// C: `dm_persistent_snapshot_init()`.
     fn init(module: &'static ThisModule) -> Result<Self> {
-        let persistent =
-            Registration::new(&PERSISTENT_TYPE, c"persistent", module).inspect_err(|_| {
-                dm_err!(PREFIX, "{}", snap_format::messages::REGISTER_FAILED);
+        let persistent = Registration::new(&PERSISTENT_TYPE, messages::TYPE_NAME, module)
+            .inspect_err(|_| {
+                dm_err!(PREFIX, "{}", messages::REGISTER_FAILED);
             })?;
-        let compat = Registration::new(&COMPAT_TYPE, c"P", module).inspect_err(|_| {
-            dm_err!(PREFIX, "{}", snap_format::messages::REGISTER_COMPAT_FAILED);
-        })?;
+        let compat = Registration::new(&COMPAT_TYPE, messages::COMPAT_TYPE_NAME, module)
+            .inspect_err(|_| {
+                dm_err!(PREFIX, "{}", messages::REGISTER_COMPAT_FAILED);
+            })?;
         Ok(Self {
             _persistent: persistent,
             _compat: compat,

@@ -73,6 +73,7 @@ use crate::{
         Scan,
         ScanStop,
         TableChunkSize, //
+        TableStatus,
     }, //
 };
 use core::fmt::Write;
@@ -104,7 +105,8 @@ const _: () =
     assert!(format::CHUNK_SIZE_LIMIT_SECTORS == exception_store::CHUNK_SIZE_LIMIT_SECTORS);
 
 /// C: `DM_MSG_PREFIX`.
-const PREFIX: MsgPrefix = crate::dm_msg_prefix!("persistent snapshot");
+pub(crate) const PREFIX: MsgPrefix = crate::dm_msg_prefix!("persistent snapshot");
+const _: () = assert!(PREFIX.is_for(format::DM_MSG_PREFIX));
 
 /// The store type registered as "persistent" and "P".
 pub(crate) struct PersistentStore;
@@ -753,12 +755,11 @@ impl ExceptionStore for PersistentStore {
     /// C: `persistent_status()`.
     fn status(_data: Pin<&StoreData>, store: &Store, kind: StatusType, out: &mut StatusWriter<'_>) {
         if kind == StatusType::Table {
-            let kind = if store.userspace_supports_overflow() {
-                "PO"
-            } else {
-                "P"
+            let status = TableStatus {
+                userspace_supports_overflow: store.userspace_supports_overflow(),
+                chunk_size: store.chunk_size(),
             };
-            let _ = write!(out, " {} {}", kind, store.chunk_size());
+            let _ = write!(out, "{status}");
         }
     }
 

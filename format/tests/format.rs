@@ -511,7 +511,7 @@ fn options_parse_like_persistent_ctr() {
 
 #[test]
 fn table_status_matches_persistent_status() {
-    let c = ChunkSize::new(16, BlockSizes::SECTOR).unwrap();
+    let c = 16;
     let s = TableStatus {
         userspace_supports_overflow: false,
         chunk_size: c,

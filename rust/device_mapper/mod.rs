@@ -30,6 +30,8 @@ use kernel::str::CStr;
 /// use crate::device_mapper::MsgPrefix;
 ///
 /// const PREFIX: MsgPrefix = crate::dm_msg_prefix!("example");
+/// const _: () = core::assert!(PREFIX.is_for("example"));
+/// assert!(!PREFIX.is_for("exampl"));
 /// // Logs "device-mapper: example: 3 exceptions".
 /// crate::dm_info!(PREFIX, "{} exceptions", 3);
 /// ```
@@ -40,7 +42,35 @@ impl MsgPrefix {
     pub const fn new(full: &'static CStr) -> Self {
         Self(full)
     }
+
+    /// Whether this is the prefix of the `DM_MSG_PREFIX` `name`, so that a
+    /// module can check at compile time that its prefix is the one a shared
+    /// constant names: `const _: () = assert!(PREFIX.is_for(NAME));`.
+    pub const fn is_for(&self, name: &str) -> bool {
+        let full = self.0.to_bytes();
+        let name = name.as_bytes();
+        let head = DM_NAME_PREFIX.len();
+        if full.len() != head + name.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < full.len() {
+            let want = if i < head {
+                DM_NAME_PREFIX[i]
+            } else {
+                name[i - head]
+            };
+            if full[i] != want {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
 }
+
+/// What every device-mapper message starts with: `DM_NAME ": "`.
+const DM_NAME_PREFIX: &[u8] = b"device-mapper: ";
 
 /// The severity of a device-mapper message.
 ///

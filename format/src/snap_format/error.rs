@@ -59,9 +59,9 @@ pub mod messages {
     pub const REGISTER_COMPAT_FAILED: &str =
         "Unable to register old-style persistent exception store type";
     /// Name of the store type. C: `_persistent_type.name`.
-    pub const TYPE_NAME: &str = "persistent";
+    pub const TYPE_NAME: &core::ffi::CStr = c"persistent";
     /// Name of the compatible store type. C: `_persistent_compat_type.name`.
-    pub const COMPAT_TYPE_NAME: &str = "P";
+    pub const COMPAT_TYPE_NAME: &core::ffi::CStr = c"P";
 }
 
 /// Why a chunk size was refused.

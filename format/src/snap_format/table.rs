@@ -3,10 +3,7 @@
 //! Table options and status: the store options after `P` and the store's
 //! part of the table status line.
 
-use super::{
-    chunk_size::ChunkSize,
-    error::errno, //
-};
+use super::error::errno;
 use core::fmt;
 
 /// An unsupported persistent store option.
@@ -63,8 +60,8 @@ pub fn parse_options(options: Option<&[u8]>) -> Result<bool, UnsupportedOption<'
 pub struct TableStatus {
     /// C: `store->userspace_supports_overflow`.
     pub userspace_supports_overflow: bool,
-    /// C: `store->chunk_size`.
-    pub chunk_size: ChunkSize,
+    /// C: `store->chunk_size`, in sectors, printed as it is.
+    pub chunk_size: u32,
 }
 
 impl fmt::Display for TableStatus {
@@ -74,6 +71,6 @@ impl fmt::Display for TableStatus {
         } else {
             "P"
         };
-        write!(f, " {} {}", kind, self.chunk_size.sectors())
+        write!(f, " {} {}", kind, self.chunk_size)
     }
 }
