@@ -253,6 +253,60 @@ impl StoreData {
         Option::as_mut(&mut *self.state.lock()).map_or(Err(missing), f)
     }
 
+    /// Does the I/O the commit machine asks for after `step`, until the
+    /// commit is queued or done. Returns whether the queued completions are
+    /// due now.
+    fn drive_commit(
+        &self,
+        store: &Store,
+        area: &mut VVec<u8>,
+        zero_area: &VVec<u8>,
+        mut step: Result<CommitStep, format::Error>,
+    ) -> bool {
+        loop {
+            match step {
+                Ok(CommitStep::Queued) => return false,
+                Ok(CommitStep::ZeroNextArea(next)) => {
+                    // C: `zero_disk_area(ps, ps->current_area + 1)`.
+                    let ok = cow_region(store, next.sector, next.sectors)
+                        .and_then(|r| self.io.write(&r, zero_area, 0, OpFlags::NONE))
+                        .is_ok();
+                    step = self
+                        .commit_step(format::Error::NoFlushInProgress, |ps| ps.commit_io_done(ok));
+                }
+                Ok(CommitStep::WriteArea(w)) => {
+                    let ok = self.write_area(store, area, &w).is_ok();
+                    step = self
+                        .commit_step(format::Error::NoFlushInProgress, |ps| ps.commit_io_done(ok));
+                }
+                Ok(CommitStep::Complete { clear_area, .. }) => {
+                    // The store moved to the next area: its buffer starts
+                    // empty. Done here, under the commit mutex that owns the
+                    // buffer, not under the state spinlock.
+                    if clear_area {
+                        area.fill(0);
+                    }
+                    return true;
+                }
+                Ok(CommitStep::Refused { error, callbacks }) => {
+                    // The exception fails and the store is invalid; the
+                    // callbacks wait for the flush of the exceptions still
+                    // pending, if any.
+                    report(error);
+                    return callbacks != 0;
+                }
+                Err(e) => {
+                    // A broken invariant of the commit path: fail the store
+                    // and every exception waiting on it, rather than leave
+                    // them hanging.
+                    report(e);
+                    let _ = self.with_pstore(|ps| Ok(ps.drop_snapshot()));
+                    return true;
+                }
+            }
+        }
+    }
+
     /// Whether the store is valid right now (C: `ps->valid`).
     fn is_valid(&self) -> bool {
         Option::as_ref(&*self.state.lock()).is_some_and(Pstore::is_valid)
@@ -273,6 +327,19 @@ impl StoreData {
 }
 
 impl CommitIo {
+    /// The buffers of a store of `layout`: area, zero area and the
+    /// completion vectors. C: `alloc_area()` and the `kvcalloc()` of
+    /// `ps->callbacks`.
+    fn new(layout: Layout) -> Result<Self> {
+        let epa = usize::try_from(layout.exceptions_per_area()).map_err(|_| EINVAL)?;
+        Ok(Self {
+            area: chunk_buffer(layout)?,
+            zero_area: chunk_buffer(layout)?,
+            callbacks: KVVec::with_capacity(epa, GFP_KERNEL)?,
+            spare: KVVec::with_capacity(epa, GFP_KERNEL)?,
+        })
+    }
+
     /// Takes the queued completions out, leaving the spare in their place.
     fn take_callbacks(&mut self) -> KVVec<CommitCompletion> {
         let spare = core::mem::take(&mut self.spare);
@@ -347,6 +414,77 @@ enum Stop {
 }
 
 impl PersistentStore {
+    /// Reads chunk 0 with the table's (or the default) chunk size and
+    /// decides what it holds; returns the decision and the buffer read.
+    /// C: `read_header()`.
+    fn read_header(data: &StoreData, store: &StoreSetup<'_>) -> Result<(HeaderDecision, VVec<u8>)> {
+        let blocks = block_sizes(store)?;
+        let table = TableChunkSize::new(store.chunk_size(), blocks)
+            .and_then(|t| t.check_device(store.cow().nr_sectors()))
+            .map_err(report)?;
+        let mut header_buf = chunk_buffer(Layout::new(table.chunk_size))?;
+        data.header_io(store, &mut header_buf, None)?;
+        let decision = format::read_header(&header_buf, table, blocks, |w| {
+            crate::dm_warn!(PREFIX, "{}", w);
+        })
+        .and_then(|d| d.check_device(store.cow().nr_sectors()))
+        .map_err(report)?;
+        Ok((decision, header_buf))
+    }
+
+    /// Starts a new store on a COW device without one: area 0 first, then
+    /// the header with `REQ_PREFLUSH | REQ_FUA`. A header must never reach
+    /// the disk before the zeros, or a crash between the two leaves a valid
+    /// header over stale records (C writes the header first, without
+    /// flags). C: the `new_snapshot` case of `persistent_read_metadata()`.
+    fn start_new_store(
+        data: &StoreData,
+        store: &Store,
+        layout: Layout,
+        write_block: LogicalBlockSize,
+        commit: &mut CommitIo,
+    ) -> Result<Pstore> {
+        let area0 = layout.area_io(0).ok_or(EINVAL)?;
+        let region = cow_region(store, area0.sector, area0.sectors)?;
+        if let Err(e) = data.io.write(&region, &commit.zero_area, 0, OpFlags::NONE) {
+            crate::dm_warn!(PREFIX, "{}", format::messages::ZERO_DISK_AREA_0_FAILED);
+            return Err(e);
+        }
+        let header = DiskHeader::new(true, layout.chunk_size());
+        if let Err(e) = data.write_header(store, header, OpFlags::PREFLUSH | OpFlags::FUA) {
+            crate::dm_warn!(PREFIX, "{}", format::messages::WRITE_HEADER_FAILED);
+            return Err(e);
+        }
+        Pstore::new_snapshot(layout, write_block, &mut commit.area).map_err(report)
+    }
+
+    /// Loads a valid store: scans its areas into `sink`, then makes the
+    /// garbage the scan cleared after the end marker durable, before its
+    /// chunks can be allocated again.
+    fn load_store(
+        data: &StoreData,
+        store: &Store,
+        layout: Layout,
+        write_block: LogicalBlockSize,
+        area: &mut VVec<u8>,
+        sink: &mut ExceptionSink<'_>,
+    ) -> Result<Pstore> {
+        let scan = Self::read_exceptions(data, store, layout, area, sink)?;
+        let mut ps = Pstore::from_scan(layout, write_block, &scan, area).map_err(report)?;
+        if let Some(w) = ps.cleanup_write().map_err(report)? {
+            if let Err(e) = data.write_area(store, area, &w) {
+                crate::dm_err!(
+                    PREFIX,
+                    "clearing the records after the end marker of area {} failed",
+                    w.area
+                );
+                return Err(e);
+            }
+            ps.cleanup_done();
+        }
+        Ok(ps)
+    }
+
     /// Scans the metadata areas of a valid store, forwarding every exception
     /// to `sink`; leaves the last, partial area in `area`. Two exceptions
     /// sharing a COW chunk refuse the store. C: `read_exceptions()`.
@@ -516,87 +654,39 @@ impl ExceptionStore for PersistentStore {
         store: &mut StoreSetup<'_>,
         sink: &mut ExceptionSink<'_>,
     ) -> Result<Metadata> {
-        let blocks = block_sizes(store)?;
-        let table = TableChunkSize::new(store.chunk_size(), blocks)
-            .and_then(|t| t.check_device(store.cow().nr_sectors()))
-            .map_err(report)?;
+        let (decision, header_buf) = Self::read_header(&data, store)?;
+        let layout = decision.layout();
+        store.set_chunk_size(layout.chunk_sectors())?;
         let write_block =
             LogicalBlockSize::new(store.cow().logical_block_size()).map_err(report)?;
 
-        // Read the header with the table's (or the default) chunk size.
-        let table_layout = Layout::new(table.chunk_size);
-        let mut header_buf = chunk_buffer(table_layout)?;
-        data.header_io(store, &mut header_buf, None)?;
-        let decision = format::read_header(&header_buf, table, blocks, |w| {
-            crate::dm_warn!(PREFIX, "{}", w);
-        })
-        .and_then(|d| d.check_device(store.cow().nr_sectors()))
-        .map_err(report)?;
-        let layout = decision.layout();
-        store.set_chunk_size(layout.chunk_sectors())?;
-
         // Buffers of the final chunk size. C: `alloc_area()`.
-        if layout.chunk_bytes() != table_layout.chunk_bytes() {
-            header_buf = chunk_buffer(layout)?;
-        }
-        let mut area = chunk_buffer(layout)?;
-        let zero_area = chunk_buffer(layout)?;
-        let epa = usize::try_from(layout.exceptions_per_area()).map_err(|_| EINVAL)?;
-        let callbacks = KVVec::with_capacity(epa, GFP_KERNEL)?;
-        let spare = KVVec::with_capacity(epa, GFP_KERNEL)?;
+        let header_buf =
+            if usize::try_from(layout.chunk_bytes()).is_ok_and(|n| n == header_buf.len()) {
+                header_buf
+            } else {
+                chunk_buffer(layout)?
+            };
+        let mut commit = CommitIo::new(layout)?;
         *data.header.lock() = header_buf;
 
         let (pstore, metadata) = match decision {
             HeaderDecision::New(_) => {
-                // Area 0 first, then the header with REQ_PREFLUSH | REQ_FUA:
-                // a header must never reach the disk before the zeros, or a
-                // crash between the two leaves a valid header over stale
-                // records. (C writes the header first, without flags.)
-                let area0 = layout.area_io(0).ok_or(EINVAL)?;
-                let region = cow_region(store, area0.sector, area0.sectors)?;
-                if let Err(e) = data.io.write(&region, &zero_area, 0, OpFlags::NONE) {
-                    crate::dm_warn!(PREFIX, "{}", format::messages::ZERO_DISK_AREA_0_FAILED);
-                    return Err(e);
-                }
-                let header = DiskHeader::new(true, layout.chunk_size());
-                if let Err(e) = data.write_header(store, header, OpFlags::PREFLUSH | OpFlags::FUA) {
-                    crate::dm_warn!(PREFIX, "{}", format::messages::WRITE_HEADER_FAILED);
-                    return Err(e);
-                }
-                let ps = Pstore::new_snapshot(layout, write_block, &mut area).map_err(report)?;
+                let ps = Self::start_new_store(&data, store, layout, write_block, &mut commit)?;
                 (ps, Metadata::Valid)
             }
             HeaderDecision::Invalid(_) => {
-                let ps = Pstore::new_invalid(layout, write_block, &mut area).map_err(report)?;
+                let ps =
+                    Pstore::new_invalid(layout, write_block, &mut commit.area).map_err(report)?;
                 (ps, Metadata::Invalid)
             }
             HeaderDecision::Valid(_) => {
-                let scan = Self::read_exceptions(&data, store, layout, &mut area, sink)?;
-                let mut ps =
-                    Pstore::from_scan(layout, write_block, &scan, &mut area).map_err(report)?;
-                // Make the garbage the scan cleared after the end marker
-                // durable now, before its chunks can be allocated again.
-                if let Some(w) = ps.cleanup_write().map_err(report)? {
-                    if let Err(e) = data.write_area(store, &area, &w) {
-                        crate::dm_err!(
-                            PREFIX,
-                            "clearing the records after the end marker of area {} failed",
-                            w.area
-                        );
-                        return Err(e);
-                    }
-                    ps.cleanup_done();
-                }
+                let ps =
+                    Self::load_store(&data, store, layout, write_block, &mut commit.area, sink)?;
                 (ps, Metadata::Valid)
             }
         };
-
-        *data.commit.lock() = CommitIo {
-            area,
-            zero_area,
-            callbacks,
-            spare,
-        };
+        *data.commit.lock() = commit;
         *data.state.lock() = Some(pstore);
         Ok(metadata)
     }
@@ -633,53 +723,11 @@ impl ExceptionStore for PersistentStore {
             area, zero_area, ..
         } = &mut *commit;
 
-        let mut step = data.commit_step(format::Error::CommitWithoutPrepare, |ps| {
+        let step = data.commit_step(format::Error::CommitWithoutPrepare, |ps| {
             ps.commit_exception(area, e, valid)
         });
-        loop {
-            match step {
-                Ok(CommitStep::Queued) => return,
-                Ok(CommitStep::ZeroNextArea(next)) => {
-                    // C: `zero_disk_area(ps, ps->current_area + 1)`.
-                    let ok = cow_region(store, next.sector, next.sectors)
-                        .and_then(|r| data.io.write(&r, zero_area, 0, OpFlags::NONE))
-                        .is_ok();
-                    step = data
-                        .commit_step(format::Error::NoFlushInProgress, |ps| ps.commit_io_done(ok));
-                }
-                Ok(CommitStep::WriteArea(w)) => {
-                    let ok = data.write_area(store, area, &w).is_ok();
-                    step = data
-                        .commit_step(format::Error::NoFlushInProgress, |ps| ps.commit_io_done(ok));
-                }
-                Ok(CommitStep::Complete { clear_area, .. }) => {
-                    // The store moved to the next area: its buffer starts
-                    // empty. Done here, under the commit mutex that owns the
-                    // buffer, not under the state spinlock.
-                    if clear_area {
-                        area.fill(0);
-                    }
-                    break;
-                }
-                Ok(CommitStep::Refused { error, callbacks }) => {
-                    // The exception fails and the store is invalid; the
-                    // callbacks wait for the flush of the exceptions still
-                    // pending, if any.
-                    report(error);
-                    if callbacks == 0 {
-                        return;
-                    }
-                    break;
-                }
-                Err(e) => {
-                    // A broken invariant of the commit path: fail the store
-                    // and every exception waiting on it, rather than leave
-                    // them hanging.
-                    report(e);
-                    let _ = data.with_pstore(|ps| Ok(ps.drop_snapshot()));
-                    break;
-                }
-            }
+        if !data.drive_commit(store, area, zero_area, step) {
+            return;
         }
         let batch = commit.take_callbacks();
         drop(commit);
