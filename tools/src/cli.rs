@@ -4,6 +4,7 @@
 
 use clap::Arg;
 use snap_format::BlockSizes;
+use snap_format::SECTOR_SIZE;
 
 use crate::header::block_sizes;
 
@@ -43,7 +44,7 @@ pub fn parse_size_sectors(text: &str) -> Result<u64, String> {
         .map_err(|_| format!("{text:?} is not a size (bytes, or a number with s, k, m, g or t)"))?;
     let unit: u64 = match suffix {
         "" => 1,
-        "s" | "S" => 512,
+        "s" | "S" => u64::from(SECTOR_SIZE),
         "k" | "K" => 1 << 10,
         "m" | "M" => 1 << 20,
         "g" | "G" => 1 << 30,
@@ -57,12 +58,13 @@ pub fn parse_size_sectors(text: &str) -> Result<u64, String> {
     let bytes = n
         .checked_mul(unit)
         .ok_or_else(|| format!("{text:?} is too large"))?;
-    if bytes % 512 != 0 {
+    let sector = u64::from(SECTOR_SIZE);
+    if bytes % sector != 0 {
         return Err(format!(
             "{text:?} is not a whole number of 512-byte sectors"
         ));
     }
-    Ok(bytes / 512)
+    Ok(bytes / sector)
 }
 
 /// Quotes `s` as a JSON string.

@@ -21,7 +21,7 @@ use crate::io::BlockIo;
 
 /// Bytes read for the header: one sector, which holds the 16-byte header
 /// whatever the chunk size.
-pub const HEADER_READ_BYTES: usize = 512;
+pub const HEADER_READ_BYTES: usize = SECTOR_SIZE as usize;
 
 /// What the header chunk of a device says.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -12,16 +12,21 @@ use super::error::{
 /// C: `DM_CHUNK_SIZE_DEFAULT_SECTORS`.
 pub const DM_CHUNK_SIZE_DEFAULT_SECTORS: u32 = 32;
 
+/// Bytes in a sector, as a shift.
+///
+/// C: `SECTOR_SHIFT`.
+pub const SECTOR_SHIFT: u32 = 9;
+
 /// Bytes in a sector.
 ///
 /// C: `SECTOR_SIZE` (`1 << SECTOR_SHIFT`).
-pub const SECTOR_SIZE: u32 = 512;
+pub const SECTOR_SIZE: u32 = 1 << SECTOR_SHIFT;
 
 /// Upper bound of a chunk size in sectors: a chunk in bytes must fit an
 /// `int`.
 ///
 /// C: `INT_MAX >> SECTOR_SHIFT` in `dm_exception_store_set_chunk_size()`.
-pub const CHUNK_SIZE_LIMIT_SECTORS: u32 = 0x7fff_ffff >> 9;
+pub const CHUNK_SIZE_LIMIT_SECTORS: u32 = 0x7fff_ffff >> SECTOR_SHIFT;
 
 /// Largest chunk size, in sectors, that passes every rule (`2^21`, 1 GiB):
 /// the largest power of two not above [`CHUNK_SIZE_LIMIT_SECTORS`].

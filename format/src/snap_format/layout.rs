@@ -4,7 +4,10 @@
 //! chunks lie on the COW device, and the checks of exceptions against it.
 
 use super::{
-    chunk_size::ChunkSize,
+    chunk_size::{
+        ChunkSize,
+        SECTOR_SHIFT, //
+    },
     convert::usize_of,
     error::Error,
     pstore::CheckedArea,
@@ -43,7 +46,7 @@ pub const DM_CHUNK_NUMBER_MAX: u64 = 0x00ff_ffff_ffff_ffff;
 ///
 /// No C counterpart (the kernel's `MAX_LFS_FILESIZE >> SECTOR_SHIFT`); used
 /// to bound `old_chunk` values read from disk.
-pub const MAX_DEVICE_SECTORS: u64 = 0x7fff_ffff_ffff_ffff >> 9;
+pub const MAX_DEVICE_SECTORS: u64 = 0x7fff_ffff_ffff_ffff >> SECTOR_SHIFT;
 
 /// Value of `next_free` for a store with no exception: the header and the
 /// first metadata area are in use.

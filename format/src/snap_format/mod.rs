@@ -93,6 +93,7 @@ pub use self::{
         DM_CHUNK_SIZE_DEFAULT_SECTORS,
         MAX_CHUNK_BYTES,
         MAX_CHUNK_SECTORS,
+        SECTOR_SHIFT,
         SECTOR_SIZE, //
     },
     duplicates::{
