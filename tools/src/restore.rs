@@ -94,6 +94,14 @@ pub enum RestoreError {
         /// The target's size, in sectors.
         actual: u64,
     },
+    /// A size below its own was given for an existing image file:
+    /// `snap_restore` never shrinks a target.
+    WouldShrink {
+        /// The size asked for, in sectors.
+        asked: u64,
+        /// The target's size, in sectors.
+        actual: u64,
+    },
     /// Reading, resizing or writing the target failed.
     Target(io::Error),
     /// The dump read differently the second time.
@@ -123,6 +131,10 @@ impl fmt::Display for RestoreError {
             Self::SizeMismatch { asked, actual } => write!(
                 f,
                 "the target's size cannot change: it has {actual} sectors, {asked} were asked for"
+            ),
+            Self::WouldShrink { asked, actual } => write!(
+                f,
+                "the target has {actual} sectors: {asked} would cut it, and snap_restore never shrinks a target"
             ),
             Self::Target(e) => write!(f, "target: {e}"),
             Self::Changed => f.write_str(
@@ -228,16 +240,23 @@ where
         }
     }
     let sector = u64::from(SECTOR_SIZE);
-    let cow_sectors = if target.resizable() {
-        opts.size_sectors.unwrap_or(header.cow_sectors)
-    } else {
-        let actual = target_bytes / sector;
-        match opts.size_sectors {
-            Some(asked) if asked != actual => {
-                return Err(RestoreError::SizeMismatch { asked, actual });
-            }
-            _ => actual,
+    // An empty image file (one this run created) gets the dump's size or
+    // the one asked for. Any other target keeps its size: an image file
+    // grows only when a larger size is asked for, and never shrinks.
+    let actual = target_bytes / sector;
+    let cow_sectors = match opts.size_sectors {
+        _ if target.resizable() && target_bytes == 0 => {
+            opts.size_sectors.unwrap_or(header.cow_sectors)
         }
+        None => actual,
+        Some(asked) if asked == actual => actual,
+        Some(asked) if !target.resizable() => {
+            return Err(RestoreError::SizeMismatch { asked, actual });
+        }
+        Some(asked) if asked < actual => {
+            return Err(RestoreError::WouldShrink { asked, actual });
+        }
+        Some(asked) => asked,
     };
 
     progress.restart("snap_restore: validating", "exceptions", None);
@@ -252,13 +271,13 @@ where
     )?;
 
     // Validated: now write.
-    if target.resizable() {
-        let bytes = cow_sectors.checked_mul(sector).ok_or_else(|| {
-            RestoreError::Target(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "size overflows",
-            ))
-        })?;
+    let bytes = cow_sectors.checked_mul(sector).ok_or_else(|| {
+        RestoreError::Target(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "size overflows",
+        ))
+    })?;
+    if bytes > target_bytes {
         target.set_size(bytes).map_err(RestoreError::Target)?;
     }
     let chunk_len = usize::try_from(layout.chunk_bytes())

@@ -33,11 +33,16 @@ fn restore(
     (run(RESTORE, &all), t)
 }
 
-/// Runs a restore of a bad dump onto an existing target and onto a missing
-/// one: both must fail with exit 1, leave the target unchanged and create
-/// nothing; returns the error message.
+/// Runs a restore of a bad dump onto an existing target of 100 sectors and
+/// onto a missing one: both must fail with exit 1, leave the target
+/// unchanged and create nothing; returns the error message.
 fn refused(name: &str, dump: &str) -> String {
-    let before = vec![0x5au8; 100 * 512];
+    refused_on(name, dump, 100)
+}
+
+/// [`refused`] with an existing target of `sectors` sectors.
+fn refused_on(name: &str, dump: &str, sectors: usize) -> String {
+    let before = vec![0x5au8; sectors * 512];
     let (o, t) = restore(name, dump, Some(&before), &[]);
     assert_eq!(o.code, 1, "{}", o.stderr);
     assert!(
@@ -213,7 +218,8 @@ fn a_dump_whose_areas_do_not_fit_the_device_writes_nothing() {
     // area 1 at chunk 34, so 34 chunks are too few.
     let l = layout(1);
     let exceptions = kernel_order(l, 32);
-    let e = refused("nofit", &dump_text(l, 1, 34, &exceptions));
+    // An existing image keeps its size, so it is as small.
+    let e = refused_on("nofit", &dump_text(l, 1, 34, &exceptions), 34);
     assert!(e.contains("metadata area 1 at chunk 34 is beyond the end of the COW device (34 chunks): the dump needs a larger COW device"), "{e}");
     // The same dump fits once --size gives room.
     let (o, t) = restore(
@@ -284,4 +290,88 @@ fn an_unreadable_dump_exits_2_and_creates_nothing() {
     let o = run(RESTORE, &["-i", s(&dir.join("missing.xml")), "-o", s(&t)]);
     assert_eq!(o.code, 2);
     assert!(!t.exists());
+}
+
+#[test]
+fn the_dump_itself_as_target_is_refused_and_kept() {
+    let l = layout(1);
+    let dump = dump_text(l, 1, 100, &kernel_order(l, 5));
+    let dir = scratch("same");
+    let d = dir.join("d.xml");
+    write(&d, &dump);
+    // The same file under another name, too.
+    let link = dir.join("link.xml");
+    std::fs::hard_link(&d, &link).unwrap();
+    for target in [&d, &link] {
+        let o = run(RESTORE, &["-i", s(&d), "-o", s(target), "--force"]);
+        assert_eq!(o.code, 2, "{}", o.stderr);
+        assert!(o.stderr.contains("is the dump itself"), "{}", o.stderr);
+        assert_eq!(std::fs::read_to_string(&d).unwrap(), dump);
+    }
+}
+
+#[test]
+fn a_fifo_as_dump_is_refused_before_the_target_is_touched() {
+    let dir = scratch("fifo");
+    let fifo = dir.join("dump.fifo");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let t = dir.join("target");
+    // No writer ever opens the FIFO: a tool that opened it would hang, so
+    // the run is bounded.
+    let mut child = std::process::Command::new(RESTORE)
+        .args(["-i", s(&fifo), "-o", s(&t)])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let status = status.expect("snap_restore hung on a FIFO");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    assert!(!t.exists(), "the target was created");
+}
+
+#[test]
+fn an_existing_larger_image_is_never_shrunk_and_grows_only_when_asked() {
+    let l = layout(1);
+    let dump = dump_text(l, 1, 100, &kernel_order(l, 5));
+    // 300 sectors of data where the dump's device had 100.
+    let before: Vec<u8> = (0..300 * 512).map(|i| (i % 251) as u8).collect();
+    let (o, t) = restore("noshrink", &dump, Some(&before), &[]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let after = std::fs::read(&t).unwrap();
+    assert_eq!(after.len(), before.len(), "the image was resized");
+    assert!(dump_of(&t).contains("cow_sectors=\"300\""));
+    // Asking for less is refused, with nothing written.
+    let (o, t) = restore("noshrink2", &dump, Some(&before), &["--size", "200s"]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("300 sectors"), "{}", o.stderr);
+    assert!(std::fs::read(&t).unwrap() == before);
+    // Asking for more grows it.
+    let (o, t) = restore("grow", &dump, Some(&before), &["--size", "400s"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(std::fs::metadata(&t).unwrap().len(), 400 * 512);
+    // A size that is not a whole number of sectors is kept, not cut.
+    let odd = vec![0u8; 300 * 512 + 100];
+    let (o, t) = restore("odd", &dump, Some(&odd), &[]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(std::fs::metadata(&t).unwrap().len(), 300 * 512 + 100);
 }

@@ -15,6 +15,7 @@
 
 use std::fs::File;
 use std::io::BufReader;
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,8 +38,8 @@ fn command() -> Command {
         .after_help(
             "The dump is validated completely before anything is written; data chunks are \
              not written (a new image file is sparse). An existing target that holds a valid \
-             store is refused unless --force is given. A block device keeps its size and is \
-             opened exclusively (O_EXCL). Exit status: 0 written, 1 bad dump or refused \
+             store is refused unless --force is given. An existing target is never shrunk; a \
+             block device keeps its size and is opened exclusively (O_EXCL). Exit status: 0 written, 1 bad dump or refused \
              target (nothing written), 2 could not read or write.",
         )
         .arg(
@@ -48,7 +49,7 @@ fn command() -> Command {
                 .value_name("DUMP")
                 .required(true)
                 .value_parser(clap::value_parser!(PathBuf))
-                .help("The dump (a file: it is read twice)"),
+                .help("The dump (a regular file: it is read twice)"),
         )
         .arg(
             Arg::new("output")
@@ -72,8 +73,9 @@ fn command() -> Command {
                 .value_name("SIZE")
                 .value_parser(parse_size_sectors)
                 .help(
-                    "Size of the image file: bytes, or a number with s (sectors), k, m, g, t \
-                     [default: the dump's cow_sectors]",
+                    "Size of a new image file, or a larger size for an existing one (never \
+                     smaller): bytes, or a number with s (sectors), k, m, g, t \
+                     [default: the dump's cow_sectors for a new file, else the target's size]",
                 ),
         )
         .arg(
@@ -98,7 +100,31 @@ fn run(m: &clap::ArgMatches) -> Result<(), (i32, String)> {
         force: m.get_flag("force"),
         size_sectors: m.get_one::<u64>("size").copied(),
     };
-    // Fail early on an unreadable dump, before creating anything.
+    // Fail early on an unusable dump, before touching the target. The dump
+    // is read twice (validated, then written), so it must be a regular
+    // file: a pipe would be empty the second time.
+    let dump = std::fs::metadata(input).map_err(|e| (2, format!("{}: {e}", input.display())))?;
+    if !dump.is_file() {
+        return Err((
+            2,
+            format!(
+                "{}: not a regular file; the dump is read twice, save it to a file first",
+                input.display()
+            ),
+        ));
+    }
+    if let Ok(out) = std::fs::metadata(output) {
+        if (out.dev(), out.ino()) == (dump.dev(), dump.ino()) {
+            return Err((
+                2,
+                format!(
+                    "{}: is the dump itself ({}); not overwriting it",
+                    output.display(),
+                    input.display()
+                ),
+            ));
+        }
+    }
     File::open(input).map_err(|e| (2, format!("{}: {e}", input.display())))?;
     let (mut target, created) =
         FileIo::open_write(output, true).map_err(|e| (2, format!("{}: {e}", output.display())))?;
