@@ -16,6 +16,9 @@
 use std::fs::File;
 use std::io::BufWriter;
 use std::io::Write;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -54,6 +57,36 @@ fn command() -> Command {
         .arg(block_size_arg())
 }
 
+/// Refuses an output that would destroy data before it is opened (opening
+/// truncates it): the COW device itself, under any name, or any block
+/// device.
+fn check_output(input: &Path, output: &Path) -> Result<(), (i32, String)> {
+    let Ok(out) = std::fs::metadata(output) else {
+        return Ok(());
+    };
+    if out.file_type().is_block_device() {
+        return Err((
+            2,
+            format!(
+                "{}: is a block device; a dump goes to a file",
+                output.display()
+            ),
+        ));
+    }
+    let cow = std::fs::metadata(input).map_err(|e| (2, format!("{}: {e}", input.display())))?;
+    if (out.dev(), out.ino()) == (cow.dev(), cow.ino()) {
+        return Err((
+            2,
+            format!(
+                "{}: is the COW device itself ({}); not overwriting it",
+                output.display(),
+                input.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn run(m: &clap::ArgMatches) -> Result<(), (i32, String)> {
     let path = m
         .get_one::<PathBuf>("device")
@@ -61,7 +94,10 @@ fn run(m: &clap::ArgMatches) -> Result<(), (i32, String)> {
     let blocks = blocks_from(m).map_err(|e| (2, format!("--block-size: {e}")))?;
     let io = FileIo::open_read(path).map_err(|e| (2, format!("{}: {e}", path.display())))?;
     let sink: Box<dyn Write> = match m.get_one::<PathBuf>("output") {
-        Some(o) => Box::new(File::create(o).map_err(|e| (2, format!("{}: {e}", o.display())))?),
+        Some(o) => {
+            check_output(path, o)?;
+            Box::new(File::create(o).map_err(|e| (2, format!("{}: {e}", o.display())))?)
+        }
         None => Box::new(std::io::stdout().lock()),
     };
     let mut out = BufWriter::with_capacity(1 << 16, sink);
