@@ -77,6 +77,31 @@ pub struct FileIo {
     block_device: bool,
 }
 
+/// Refuses what is neither a regular file nor a block device (a character
+/// device such as `/dev/zero`, a FIFO, a directory, a socket): it has no
+/// size to hold a COW device.
+fn check_kind(meta: &std::fs::Metadata) -> io::Result<()> {
+    let kind = meta.file_type();
+    if kind.is_file() || kind.is_block_device() {
+        return Ok(());
+    }
+    let what = if kind.is_dir() {
+        "a directory"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    };
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{what}, not an image file or a block device"),
+    ))
+}
+
 impl FileIo {
     /// Opens `path` read-only.
     ///
@@ -84,6 +109,8 @@ impl FileIo {
     ///
     /// The error of `open` or of finding the size.
     pub fn open_read(path: &Path) -> io::Result<Self> {
+        // Checked before opening: opening a FIFO would wait for a writer.
+        check_kind(&std::fs::metadata(path)?)?;
         let file = File::open(path)?;
         Self::from_file(file)
     }
@@ -103,6 +130,9 @@ impl FileIo {
             Err(e) if e.kind() == io::ErrorKind::NotFound && create => None,
             Err(e) => return Err(e),
         };
+        if let Some(m) = &meta {
+            check_kind(m)?;
+        }
         let mut options = OpenOptions::new();
         options.read(true).write(true);
         match &meta {

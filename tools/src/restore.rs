@@ -34,6 +34,7 @@ use snap_format::Error;
 use snap_format::Layout;
 use snap_format::Scan;
 use snap_format::DISK_HEADER_SIZE;
+use snap_format::MAX_DEVICE_SECTORS;
 use snap_format::SECTOR_SIZE;
 use snap_format::SNAPSHOT_DISK_VERSION;
 use snap_format::SNAP_MAGIC;
@@ -200,6 +201,15 @@ fn header_layout(h: &DumpHeader, blocks: BlockSizes, line: u64) -> Result<Layout
                 version: header.version_as_int(),
             }
             .to_string(),
+        });
+    }
+    if h.cow_sectors > MAX_DEVICE_SECTORS {
+        return Err(RestoreError::Dump {
+            line,
+            message: format!(
+                "cow_sectors=\"{}\" is larger than any block device ({MAX_DEVICE_SECTORS} sectors)",
+                h.cow_sectors
+            ),
         });
     }
     Ok(Layout::new(chunk_size))

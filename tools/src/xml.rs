@@ -187,8 +187,21 @@ fn newlines(bytes: &[u8]) -> u64 {
         .fold(0u64, |n, _| n.saturating_add(1))
 }
 
+/// The most bytes of a value an error message quotes.
+const SHOW_MAX: usize = 40;
+
+/// `bytes` as text for an error message, cut after [`SHOW_MAX`] bytes
+/// (with the full length said) so that a huge value cannot flood the
+/// terminal.
 fn show(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    match bytes.get(..SHOW_MAX) {
+        Some(head) if bytes.len() > SHOW_MAX => format!(
+            "{}... ({} bytes)",
+            String::from_utf8_lossy(head),
+            bytes.len()
+        ),
+        _ => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 fn is_name_byte(b: u8) -> bool {

@@ -375,3 +375,53 @@ fn an_existing_larger_image_is_never_shrunk_and_grows_only_when_asked() {
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert_eq!(std::fs::metadata(&t).unwrap().len(), 300 * 512 + 100);
 }
+
+#[test]
+fn a_cow_size_past_any_device_is_a_dump_error_with_its_line() {
+    let dump = "<snap_store dump_version=\"1\" disk_version=\"1\" valid=\"1\" chunk_size=\"1\" \
+                cow_sectors=\"18446744073709551615\">\n</snap_store>\n";
+    let e = refused("hugecow", dump);
+    assert!(
+        e.contains("line 1: cow_sectors=\"18446744073709551615\" is larger than any block device"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_huge_attribute_value_is_quoted_cut_short() {
+    let dump = format!(
+        "<snap_store dump_version=\"1\" disk_version=\"1\" valid=\"1\" chunk_size=\"{}\" \
+         cow_sectors=\"100\">\n</snap_store>\n",
+        "9".repeat(5000)
+    );
+    let e = refused("hugeattr", &dump);
+    assert!(e.contains("... (5000 bytes)"), "{e}");
+    assert!(e.len() < 300, "{} bytes of message", e.len());
+}
+
+#[test]
+fn a_character_device_is_neither_dump_target_nor_cow() {
+    let l = layout(1);
+    let dump = dump_text(l, 1, 100, &kernel_order(l, 5));
+    let dir = scratch("chardev");
+    let d = dir.join("d.xml");
+    write(&d, &dump);
+    let o = run(RESTORE, &["-i", s(&d), "-o", "/dev/null"]);
+    assert_eq!(o.code, 2, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("a character device, not an image file or a block device"),
+        "{}",
+        o.stderr
+    );
+    for tool in [CHECK, DUMP] {
+        let o = run(tool, &["/dev/zero"]);
+        assert_eq!(o.code, 2, "{}", o.stderr);
+        assert!(
+            o.stderr
+                .contains("a character device, not an image file or a block device"),
+            "{}",
+            o.stderr
+        );
+    }
+}
