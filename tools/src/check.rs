@@ -324,6 +324,17 @@ where
     let info = match read_device_header(io, opts.blocks) {
         Ok(info) => info,
         Err(HeaderError::Io(e)) => return Err(e),
+        Err(e @ HeaderError::LooksLikeXml) => {
+            let message = e.to_string();
+            c.problem(Problem {
+                kind: Kind::BadMagic,
+                area: None,
+                index: None,
+                message: message.clone(),
+            });
+            c.summary.verdict = Verdict::Refused(message);
+            return Ok(c.summary);
+        }
         Err(e @ HeaderError::TooSmall { bytes }) => {
             c.summary.cow_bytes = bytes;
             let message = e.to_string();

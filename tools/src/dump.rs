@@ -58,7 +58,9 @@ impl DumpError {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Header(HeaderError::Io(_)) | Self::Read { .. } | Self::Output(_) => 2,
-            Self::Header(HeaderError::TooSmall { .. }) | Self::NoStore | Self::Format(_) => 1,
+            Self::Header(HeaderError::TooSmall { .. } | HeaderError::LooksLikeXml)
+            | Self::NoStore
+            | Self::Format(_) => 1,
         }
     }
 }

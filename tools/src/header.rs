@@ -46,6 +46,9 @@ pub enum HeaderError {
         /// Its size in bytes.
         bytes: u64,
     },
+    /// The device starts with `<` where a header has its magic: a dump (or
+    /// other XML), given where a COW device was expected.
+    LooksLikeXml,
 }
 
 impl fmt::Display for HeaderError {
@@ -55,6 +58,10 @@ impl fmt::Display for HeaderError {
             Self::TooSmall { bytes } => write!(
                 f,
                 "the COW device has {bytes} bytes, too few to hold a snapshot header"
+            ),
+            Self::LooksLikeXml => f.write_str(
+                "this looks like XML (a dump written by snap_dump?), not a COW device; \
+                 snap_restore writes a dump to a COW device",
             ),
         }
     }
@@ -88,8 +95,10 @@ pub fn block_sizes(block_size: Option<u32>) -> Result<BlockSizes, snap_format::E
 ///
 /// # Errors
 ///
-/// [`HeaderError::Io`] if the device cannot be read, or
-/// [`HeaderError::TooSmall`] if it is shorter than one header.
+/// [`HeaderError::Io`] if the device cannot be read,
+/// [`HeaderError::TooSmall`] if it is shorter than one header, or
+/// [`HeaderError::LooksLikeXml`] if it holds XML where the header should
+/// be.
 pub fn read_device_header<I: BlockIo>(
     io: &I,
     blocks: BlockSizes,
@@ -102,6 +111,9 @@ pub fn read_device_header<I: BlockIo>(
     let mut buf = vec![0u8; len];
     io.read_at(0, &mut buf)?;
     let header = DiskHeader::decode(&buf).map_err(|e| io::Error::other(e.to_string()))?;
+    if header.magic != SNAP_MAGIC && looks_like_xml(&buf) {
+        return Err(HeaderError::LooksLikeXml);
+    }
     let cow_sectors = cow_bytes / u64::from(SECTOR_SIZE);
     let decision = TableChunkSize::new(0, blocks)
         .and_then(|table| read_header(&buf, table, blocks, |_| {}))
@@ -112,6 +124,11 @@ pub fn read_device_header<I: BlockIo>(
         cow_sectors,
         decision,
     })
+}
+
+/// Whether `bytes` start like XML: `<` after optional white space.
+fn looks_like_xml(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'<')
 }
 
 /// Whether a header is that of a store the module would load as valid

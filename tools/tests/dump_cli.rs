@@ -67,3 +67,17 @@ fn a_good_dump_still_goes_to_a_new_or_existing_file() {
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), first);
 }
+
+#[test]
+fn a_dump_given_as_cow_device_is_recognised_as_xml() {
+    let l = layout(1);
+    let dir = scratch("dump-xml");
+    let d = dir.join("d.xml");
+    write(&d, dump_text(l, 1, 100, &kernel_order(l, 5)));
+    for tool in [CHECK, DUMP] {
+        let o = run(tool, &[s(&d)]);
+        assert_eq!(o.code, 1, "{}", o.stderr);
+        let said = format!("{}{}", o.stdout, o.stderr);
+        assert!(said.contains("this looks like XML"), "{said}");
+    }
+}
