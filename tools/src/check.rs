@@ -324,22 +324,17 @@ where
     let info = match read_device_header(io, opts.blocks) {
         Ok(info) => info,
         Err(HeaderError::Io(e)) => return Err(e),
-        Err(e @ HeaderError::LooksLikeXml) => {
+        Err(e) => {
+            let kind = match e {
+                HeaderError::TooSmall { bytes } => {
+                    c.summary.cow_bytes = bytes;
+                    Kind::DeviceTooSmall
+                }
+                _ => Kind::BadMagic,
+            };
             let message = e.to_string();
             c.problem(Problem {
-                kind: Kind::BadMagic,
-                area: None,
-                index: None,
-                message: message.clone(),
-            });
-            c.summary.verdict = Verdict::Refused(message);
-            return Ok(c.summary);
-        }
-        Err(e @ HeaderError::TooSmall { bytes }) => {
-            c.summary.cow_bytes = bytes;
-            let message = e.to_string();
-            c.problem(Problem {
-                kind: Kind::DeviceTooSmall,
+                kind,
                 area: None,
                 index: None,
                 message: message.clone(),

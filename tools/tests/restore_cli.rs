@@ -56,6 +56,17 @@ fn refused_on(name: &str, dump: &str, sectors: usize) -> String {
     o.stderr
 }
 
+/// A valid dump of 5 exceptions, written to `d.xml` in a fresh scratch
+/// directory: the directory, the file and the text.
+fn small_dump(name: &str) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let l = layout(1);
+    let dump = dump_text(l, 1, 100, &kernel_order(l, 5));
+    let dir = scratch(name);
+    let d = dir.join("d.xml");
+    write(&d, &dump);
+    (dir, d, dump)
+}
+
 fn dump_of(t: &Path) -> String {
     let d = run(DUMP, &[s(t)]);
     assert_eq!(d.code, 0, "{}", d.stderr);
@@ -294,11 +305,7 @@ fn an_unreadable_dump_exits_2_and_creates_nothing() {
 
 #[test]
 fn the_dump_itself_as_target_is_refused_and_kept() {
-    let l = layout(1);
-    let dump = dump_text(l, 1, 100, &kernel_order(l, 5));
-    let dir = scratch("same");
-    let d = dir.join("d.xml");
-    write(&d, &dump);
+    let (dir, d, dump) = small_dump("same");
     // The same file under another name, too.
     let link = dir.join("link.xml");
     std::fs::hard_link(&d, &link).unwrap();
@@ -401,11 +408,7 @@ fn a_huge_attribute_value_is_quoted_cut_short() {
 
 #[test]
 fn a_character_device_is_neither_dump_target_nor_cow() {
-    let l = layout(1);
-    let dump = dump_text(l, 1, 100, &kernel_order(l, 5));
-    let dir = scratch("chardev");
-    let d = dir.join("d.xml");
-    write(&d, &dump);
+    let (_, d, _) = small_dump("chardev");
     let o = run(RESTORE, &["-i", s(&d), "-o", "/dev/null"]);
     assert_eq!(o.code, 2, "{}", o.stderr);
     assert!(
