@@ -370,6 +370,12 @@ mod tests {
             if left > 0 {
                 // `op` made fewer than `n` checks: nothing failed.
                 step(what, result)?;
+                pr_info!(
+                    "dm_snap_abstractions: {}: {} fault points, {} ended in ENOMEM, the rest absorbed\n",
+                    what,
+                    n - 1,
+                    failed
+                );
                 return Ok(failed);
             }
             match result {
