@@ -17,6 +17,19 @@ pub fn block_size_arg() -> Arg {
         .help("Logical block size of the devices, in bytes; bounds the chunk size [default: 512]")
 }
 
+/// The `--force` option of the reading tools: read a block device that is
+/// in use (they open block devices exclusively otherwise).
+pub fn force_read_arg() -> Arg {
+    Arg::new("force")
+        .short('f')
+        .long("force")
+        .action(clap::ArgAction::SetTrue)
+        .help(
+            "Read a block device that is in use (a live snapshot's COW device); what the \
+             snapshot writes meanwhile can make the result inconsistent",
+        )
+}
+
 /// The block sizes of `--block-size`.
 ///
 /// # Errors

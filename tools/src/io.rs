@@ -103,15 +103,46 @@ fn check_kind(meta: &std::fs::Metadata) -> io::Result<()> {
 }
 
 impl FileIo {
-    /// Opens `path` read-only.
+    /// Opens `path` read-only, a block device exclusively
+    /// ([`FileIo::open_read_as`]).
     ///
     /// # Errors
     ///
     /// The error of `open` or of finding the size.
     pub fn open_read(path: &Path) -> io::Result<Self> {
+        Self::open_read_as(path, true)
+    }
+
+    /// Opens `path` read-only; a block device with `O_EXCL` when
+    /// `exclusive` is set, so that one in use (a live snapshot's COW device,
+    /// held by device-mapper, or mounted) is refused: what a running
+    /// snapshot writes meanwhile would make the reading inconsistent.
+    ///
+    /// # Errors
+    ///
+    /// The error of `open` (for a device in use, an error saying so), or of
+    /// finding the size.
+    pub fn open_read_as(path: &Path, exclusive: bool) -> io::Result<Self> {
         // Checked before opening: opening a FIFO would wait for a writer.
-        check_kind(&std::fs::metadata(path)?)?;
-        let file = File::open(path)?;
+        let meta = std::fs::metadata(path)?;
+        check_kind(&meta)?;
+        let mut options = OpenOptions::new();
+        options.read(true);
+        if exclusive && meta.file_type().is_block_device() {
+            options.custom_flags(libc::O_EXCL);
+        }
+        let file = options.open(path).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    "the device is in use (a live snapshot's COW device, or mounted); \
+                     --force reads it anyway, but what the snapshot writes meanwhile can \
+                     make the result inconsistent",
+                )
+            } else {
+                e
+            }
+        })?;
         Self::from_file(file)
     }
 

@@ -81,3 +81,22 @@ fn a_dump_given_as_cow_device_is_recognised_as_xml() {
         assert!(said.contains("this looks like XML"), "{said}");
     }
 }
+
+#[test]
+fn quiet_keeps_notes_off_stderr_but_not_errors() {
+    let l = layout(1);
+    let dir = scratch("dump-quiet");
+    let cow = dir.join("cow.img");
+    // An invalid store: snap_dump notes that no exception is dumped.
+    write(&cow, image(l, 0, 100, &[]));
+    let o = run(DUMP, &[s(&cow)]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.contains("note:"), "{}", o.stderr);
+    let q = run(DUMP, &["-q", s(&cow)]);
+    assert_eq!(q.code, 0, "{}", q.stderr);
+    assert_eq!(q.stderr, "");
+    assert_eq!(q.stdout, o.stdout);
+    let e = run(DUMP, &["-q", s(&dir.join("missing"))]);
+    assert_eq!(e.code, 2);
+    assert!(e.stderr.contains("missing"), "{}", e.stderr);
+}

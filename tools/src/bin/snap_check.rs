@@ -26,6 +26,7 @@ use snap_tools::check::Problem;
 use snap_tools::check::Verdict;
 use snap_tools::cli::block_size_arg;
 use snap_tools::cli::blocks_from;
+use snap_tools::cli::force_read_arg;
 use snap_tools::cli::json_string;
 use snap_tools::io::FileIo;
 use snap_tools::progress::Progress;
@@ -70,6 +71,7 @@ fn command() -> Command {
                 .action(ArgAction::SetTrue)
                 .help("Do not look for duplicate chunks (memory then stays one chunk)"),
         )
+        .arg(force_read_arg())
         .arg(block_size_arg())
 }
 
@@ -189,7 +191,7 @@ fn main() -> ExitCode {
         );
     }
     let mut first = true;
-    let result = FileIo::open_read(path).and_then(|io| {
+    let result = FileIo::open_read_as(path, !m.get_flag("force")).and_then(|io| {
         let mut progress = Progress::new("snap_check", "areas", None);
         check(&io, &opts, &mut progress, |p| match mode {
             Mode::Quiet => {}

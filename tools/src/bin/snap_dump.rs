@@ -23,9 +23,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Arg;
+use clap::ArgAction;
 use clap::Command;
 use snap_tools::cli::block_size_arg;
 use snap_tools::cli::blocks_from;
+use snap_tools::cli::force_read_arg;
 use snap_tools::dump::dump;
 use snap_tools::dump::DumpError;
 use snap_tools::io::FileIo;
@@ -54,6 +56,14 @@ fn command() -> Command {
                 .value_parser(clap::value_parser!(PathBuf))
                 .help("Write the dump to FILE instead of standard output"),
         )
+        .arg(
+            Arg::new("quiet")
+                .short('q')
+                .long("quiet")
+                .action(ArgAction::SetTrue)
+                .help("Print no notes or warnings; errors are still printed"),
+        )
+        .arg(force_read_arg())
         .arg(block_size_arg())
 }
 
@@ -92,7 +102,8 @@ fn run(m: &clap::ArgMatches) -> Result<(), (i32, String)> {
         .get_one::<PathBuf>("device")
         .ok_or_else(|| (2, "no device given".to_string()))?;
     let blocks = blocks_from(m).map_err(|e| (2, format!("--block-size: {e}")))?;
-    let io = FileIo::open_read(path).map_err(|e| (2, format!("{}: {e}", path.display())))?;
+    let io = FileIo::open_read_as(path, !m.get_flag("force"))
+        .map_err(|e| (2, format!("{}: {e}", path.display())))?;
     let sink: Box<dyn Write> = match m.get_one::<PathBuf>("output") {
         Some(o) => {
             check_output(path, o)?;
@@ -107,6 +118,9 @@ fn run(m: &clap::ArgMatches) -> Result<(), (i32, String)> {
     let summary =
         summary.map_err(|e: DumpError| (e.exit_code(), format!("{}: {e}", path.display())))?;
     flushed.map_err(|e| (2, format!("writing the dump failed: {e}")))?;
+    if m.get_flag("quiet") {
+        return Ok(());
+    }
     if summary.header.valid == 0 {
         eprintln!("snap_dump: note: the snapshot is marked invalid: the module reads no exception, so none is dumped");
     }
