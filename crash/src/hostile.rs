@@ -526,7 +526,7 @@ pub fn expect(image: &[u8], table_chunk: u32) -> io::Result<Expected> {
     let mut duplicate = None;
     let opts = CheckOptions {
         blocks,
-        duplicates: true,
+        ..CheckOptions::default()
     };
     let summary = check(
         &MemIo::new(image.to_vec()),
@@ -564,6 +564,7 @@ pub fn expect(image: &[u8], table_chunk: u32) -> io::Result<Expected> {
             },
             (None, None) => return Err(io::Error::other("a valid store without a layout")),
         },
+        Verdict::HeaderValid => return Err(io::Error::other("a header-only check")),
     })
 }
 

@@ -217,6 +217,9 @@ pub enum Verdict {
     Invalid,
     /// Load the store; the result of its scan.
     Valid(ScanResult),
+    /// The header says the store is valid; its areas were not read (a
+    /// header-only check).
+    HeaderValid,
     /// Refuse the device with this message.
     Refused(String),
 }
@@ -229,6 +232,8 @@ pub struct CheckOptions {
     /// Whether to look for duplicate chunks (memory grows with the number
     /// of exceptions).
     pub duplicates: bool,
+    /// Whether to stop after the header (no area is read).
+    pub header_only: bool,
 }
 
 impl Default for CheckOptions {
@@ -236,6 +241,7 @@ impl Default for CheckOptions {
         Self {
             blocks: BlockSizes::SECTOR,
             duplicates: true,
+            header_only: false,
         }
     }
 }
@@ -382,7 +388,11 @@ where
         }
         Ok(HeaderDecision::Valid(layout)) => {
             c.summary.layout = Some(layout);
-            check_areas(io, layout, info.cow_sectors, opts, progress, &mut c)?;
+            if opts.header_only {
+                c.summary.verdict = Verdict::HeaderValid;
+            } else {
+                check_areas(io, layout, info.cow_sectors, opts, progress, &mut c)?;
+            }
         }
     }
     Ok(c.summary)

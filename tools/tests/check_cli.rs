@@ -369,3 +369,33 @@ fn json_is_one_document_with_each_problem_and_a_summary() {
     assert!(lines[3].starts_with("],\"summary\":{\"cow_bytes\":"));
     assert!(lines[3].contains(&format!("\"magic\":{SNAP_MAGIC},\"valid\":1,\"version\":1,\"chunk_size\":1,\"exceptions_per_area\":32,\"areas\":2,\"exceptions\":40,\"errors\":1,\"warnings\":1,\"verdict\":\"valid\",\"verdict_message\":null,\"next_free\":46,\"exit_status\":1}}}}")), "{}", lines[3]);
 }
+
+#[test]
+fn header_only_reads_no_area() {
+    let l = layout(1);
+    let mut img = image(l, 1, 200, &kernel_order(l, 40));
+    // A record the full check refuses: past the device.
+    put_record(&mut img, l, 1, 2, ex(9, 100_000));
+    let cow = scratch("header-only").join("cow.img");
+    write(&cow, &img);
+    let full = run(CHECK, &[s(&cow)]);
+    assert_eq!(full.code, 1, "{}", full.stdout);
+    let o = run(CHECK, &["--header-only", s(&cow)]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.contains("header only: the areas were not read"),
+        "{}",
+        o.stdout
+    );
+    let j = run(CHECK, &["--header-only", "--json", s(&cow)]);
+    assert!(
+        j.stdout.contains("\"verdict\":\"header_valid\""),
+        "{}",
+        j.stdout
+    );
+    assert!(j.stdout.contains("\"areas\":0"), "{}", j.stdout);
+    // A bad header is still found.
+    img[0] = b'X';
+    write(&cow, &img);
+    assert_eq!(run(CHECK, &["--header-only", s(&cow)]).code, 1);
+}

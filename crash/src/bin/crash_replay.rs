@@ -213,7 +213,7 @@ impl Run<'_> {
             &SliceIo(cow),
             &CheckOptions {
                 blocks: self.blocks,
-                duplicates: true,
+                ..CheckOptions::default()
             },
             &mut Progress::silent(),
             |pr| {

@@ -71,6 +71,12 @@ fn command() -> Command {
                 .action(ArgAction::SetTrue)
                 .help("Do not look for duplicate chunks (memory then stays one chunk)"),
         )
+        .arg(
+            Arg::new("header-only")
+                .long("header-only")
+                .action(ArgAction::SetTrue)
+                .help("Check the header only; read no metadata area"),
+        )
         .arg(force_read_arg())
         .arg(block_size_arg())
 }
@@ -103,6 +109,7 @@ fn verdict_parts(v: &Verdict) -> (&'static str, Option<&str>, Option<u64>) {
         Verdict::NewStore => ("new_store", None, None),
         Verdict::Invalid => ("invalid", None, None),
         Verdict::Valid(r) => ("valid", None, Some(r.next_free)),
+        Verdict::HeaderValid => ("header_valid", None, None),
         Verdict::Refused(m) => ("refused", Some(m.as_str()), None),
     }
 }
@@ -147,6 +154,9 @@ fn summary_text(s: &CheckSummary) -> String {
             "module: would load {} exceptions, next_free {}\n",
             r.exceptions, r.next_free
         ),
+        Verdict::HeaderValid => {
+            "module: would load the store (header only: the areas were not read)\n".to_string()
+        }
         Verdict::Refused(m) => format!("module: would refuse the device: {m}\n"),
     });
     out.push_str(&format!(
@@ -178,6 +188,7 @@ fn main() -> ExitCode {
     let opts = CheckOptions {
         blocks,
         duplicates: !m.get_flag("skip-duplicates"),
+        header_only: m.get_flag("header-only"),
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
