@@ -54,9 +54,10 @@ pub struct RestoreOptions {
     pub blocks: BlockSizes,
     /// Overwrite a target that holds a valid store.
     pub force: bool,
-    /// Size in sectors to give a resizable target (an image file), instead
-    /// of the dump's `cow_sectors`. A block device keeps its size; giving
-    /// one that differs is an error.
+    /// Size in sectors for an empty image file (instead of the dump's
+    /// `cow_sectors`), or a larger size for an existing one; a smaller one
+    /// is an error (a target is never shrunk). A block device keeps its
+    /// size; giving one that differs is an error.
     pub size_sectors: Option<u64>,
 }
 
