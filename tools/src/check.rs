@@ -25,6 +25,7 @@ use std::io;
 use snap_format::BlockSizes;
 use snap_format::DiskHeader;
 use snap_format::Error;
+use snap_format::Exception;
 use snap_format::HeaderDecision;
 use snap_format::Layout;
 use snap_format::Scan;
@@ -32,8 +33,9 @@ use snap_format::ScanResult;
 use snap_format::Warning;
 use snap_format::SNAP_MAGIC;
 
-use crate::chunk_set::ChunkSet;
 use crate::dump::read_area;
+use crate::duplicates::NewChunks;
+use crate::duplicates::OldChunkFilter;
 use crate::header::read_device_header;
 use crate::header::HeaderError;
 use crate::io::BlockIo;
@@ -398,6 +400,86 @@ where
     Ok(c.summary)
 }
 
+/// Calls `f` with every record before an end marker, in the order and
+/// with the stops of [`check_areas`], reading the areas into `buf`.
+fn each_record<I: BlockIo>(
+    io: &I,
+    layout: Layout,
+    cow_sectors: u64,
+    buf: &mut [u8],
+    progress: &mut Progress,
+    mut f: impl FnMut(u64, u32, Exception),
+) -> io::Result<()> {
+    let mut scan = Scan::new(layout, cow_sectors);
+    let mut areas = 0u64;
+    while let Ok(Some(aio)) = scan.next_area() {
+        read_area(io, &aio, buf)?;
+        areas = areas.saturating_add(1);
+        progress.update(areas);
+        if scan
+            .check_area(buf, |index, e, _| f(aio.area, index, e))
+            .is_err()
+        {
+            break;
+        }
+    }
+    progress.finish();
+    Ok(())
+}
+
+/// Reports the origin chunks used more than once, each repeat where it
+/// stands, after the pass that fed `filter` with every record: more passes
+/// only if some bit of the filter was hit twice, a last one only if a
+/// duplicate was found.
+fn report_old_chunk_duplicates<I: BlockIo, R: FnMut(&Problem)>(
+    io: &I,
+    layout: Layout,
+    cow_sectors: u64,
+    mut filter: OldChunkFilter,
+    progress: &mut Progress,
+    c: &mut Checker<'_, R>,
+) -> io::Result<()> {
+    let passes = filter.start_second_passes();
+    if passes == 0 {
+        return Ok(());
+    }
+    let len = usize::try_from(layout.chunk_bytes()).map_err(io::Error::other)?;
+    let mut buf = vec![0u8; len];
+    let areas = Some(layout.device_areas(cow_sectors));
+    for pass in 0..passes {
+        progress.restart("snap_check: duplicate origin chunks", "areas", areas);
+        each_record(io, layout, cow_sectors, &mut buf, progress, |_, _, e| {
+            filter.feed_again(pass, e.old_chunk);
+        })?;
+        filter.end_pass();
+    }
+    let mut duplicates = filter.finish();
+    if duplicates.is_empty() {
+        return Ok(());
+    }
+    progress.restart("snap_check: reporting them", "areas", areas);
+    each_record(
+        io,
+        layout,
+        cow_sectors,
+        &mut buf,
+        progress,
+        |area, index, e| {
+            if duplicates.is_repeat(e.old_chunk) {
+                c.problem(Problem {
+                kind: Kind::DuplicateOldChunk,
+                area: Some(area),
+                index: Some(index),
+                message: format!(
+                    "exception {index} of area {area}: old_chunk {} is also in an earlier exception",
+                    e.old_chunk
+                ),
+            });
+            }
+        },
+    )
+}
+
 fn check_areas<I: BlockIo, R: FnMut(&Problem)>(
     io: &I,
     layout: Layout,
@@ -412,8 +494,10 @@ fn check_areas<I: BlockIo, R: FnMut(&Problem)>(
     // reported; the first one is where the module would refuse the store.
     let mut scan = Scan::new(layout, cow_sectors);
     let mut refusal = None;
-    let mut old_chunks = ChunkSet::new();
-    let mut new_chunks = ChunkSet::new();
+    let mut old_chunks = opts
+        .duplicates
+        .then(|| OldChunkFilter::new(layout.device_chunks(cow_sectors)));
+    let mut new_chunks = NewChunks::new(layout.device_chunks(cow_sectors));
     progress.restart(
         "snap_check",
         "areas",
@@ -443,16 +527,8 @@ fn check_areas<I: BlockIo, R: FnMut(&Problem)>(
                 }
             };
             if opts.duplicates {
-                if !old_chunks.insert(e.old_chunk) {
-                    c.problem(Problem {
-                        kind: Kind::DuplicateOldChunk,
-                        area: Some(area),
-                        index: Some(index),
-                        message: format!(
-                            "exception {index} of area {area}: old_chunk {} is also in an earlier exception",
-                            e.old_chunk
-                        ),
-                    });
+                if let Some(filter) = old_chunks.as_mut() {
+                    filter.feed(e.old_chunk);
                 }
                 if new_ok && !new_chunks.insert(e.new_chunk) {
                     c.problem(Problem {
@@ -482,6 +558,9 @@ fn check_areas<I: BlockIo, R: FnMut(&Problem)>(
             index: Some(first),
             message: w.to_string(),
         });
+    }
+    if let Some(filter) = old_chunks {
+        report_old_chunk_duplicates(io, layout, cow_sectors, filter, progress, c)?;
     }
     c.summary.verdict = match refusal {
         Some(e) => Verdict::Refused(e.to_string()),

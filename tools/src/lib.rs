@@ -36,6 +36,7 @@ pub mod check;
 pub mod chunk_set;
 pub mod cli;
 pub mod dump;
+pub mod duplicates;
 pub mod header;
 pub mod io;
 pub mod progress;
