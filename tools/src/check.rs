@@ -8,9 +8,9 @@
 //! driven with [`Scan::check_area`], which goes on past a broken record so
 //! that every problem is reported; the first one is where the module would
 //! refuse the store ([`Verdict`]). On top of the module's rules it finds
-//! duplicate `old_chunk` and `new_chunk` values, which needs memory that
-//! grows with the number of exceptions ([`ChunkSet`]); `duplicates: false`
-//! turns that off.
+//! duplicate `old_chunk` and `new_chunk` values, in memory that does not
+//! grow with the number of exceptions ([`crate::duplicates`]);
+//! `duplicates: false` turns that off.
 //!
 //! Header problems stop the check: without a trusted chunk size the areas
 //! cannot be found.

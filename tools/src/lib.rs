@@ -17,7 +17,8 @@
 //! - [`dump`]: header and exceptions as text, streaming.
 //! - [`restore`]: a COW device from a dump.
 //! - [`xml`]: the dump format (writer and streaming reader).
-//! - [`cli`], [`progress`], [`chunk_set`]: helpers of the tools.
+//! - [`duplicates`]: finding chunks used twice in bounded memory.
+//! - [`cli`], [`progress`]: helpers of the tools.
 //!
 //! C source: [drivers/md/dm-snap-persistent.c](srctree/drivers/md/dm-snap-persistent.c)
 
@@ -33,7 +34,6 @@
 )]
 
 pub mod check;
-pub mod chunk_set;
 pub mod cli;
 pub mod dump;
 pub mod duplicates;

@@ -7,7 +7,9 @@
 //! version check of the module's header decision, each exception with
 //! [`Layout::check_exception`], each area (as it will be on disk) with the
 //! module's own [`Scan`] (so an area that would not fit on the target is
-//! refused), and duplicate chunks with a [`ChunkSet`]. The second pass
+//! refused), and duplicate chunks ([`crate::duplicates`]: COW chunks at
+//! once, origin chunks with more passes over the dump only when its hashed
+//! bitmap says two may be equal). The second pass
 //! writes what the module would have written: every area with its
 //! exceptions (one write per area) and, after the last exception, a zeroed
 //! end marker in the same area or, when the last area is exactly full, the
@@ -39,7 +41,8 @@ use snap_format::SECTOR_SIZE;
 use snap_format::SNAPSHOT_DISK_VERSION;
 use snap_format::SNAP_MAGIC;
 
-use crate::chunk_set::ChunkSet;
+use crate::duplicates::NewChunks;
+use crate::duplicates::OldChunkFilter;
 use crate::header::holds_valid_store;
 use crate::io::BlockIo;
 use crate::progress::Progress;
@@ -271,15 +274,17 @@ where
     };
 
     progress.restart("snap_restore: validating", "exceptions", None);
+    let mut old_chunks = OldChunkFilter::new(layout.device_chunks(cow_sectors));
     let first = walk(
         &mut reader,
         layout,
         cow_sectors,
         header.valid != 0,
-        true,
+        Some(&mut old_chunks),
         progress,
         |_, _| Ok(()),
     )?;
+    refuse_repeated_old_chunks(&mut open_input, old_chunks, progress)?;
 
     // Validated: now write.
     let bytes = cow_sectors.checked_mul(sector).ok_or_else(|| {
@@ -309,7 +314,7 @@ where
         layout,
         cow_sectors,
         header.valid != 0,
-        false,
+        None,
         progress,
         |aio, buf| {
             let offset = aio
@@ -417,6 +422,47 @@ where
     Ok(())
 }
 
+/// Reads the dump again as often as `filter` needs to tell the origin
+/// chunks used twice (none, for most dumps: see [`OldChunkFilter`]), and
+/// refuses the dump at the line of the first repeat.
+fn refuse_repeated_old_chunks<F, R>(
+    open_input: &mut F,
+    mut filter: OldChunkFilter,
+    progress: &mut Progress,
+) -> Result<(), RestoreError>
+where
+    F: FnMut() -> io::Result<R>,
+    R: BufRead,
+{
+    let reopen = |open_input: &mut F| -> Result<DumpReader<R>, RestoreError> {
+        let mut reader = DumpReader::new(open_input().map_err(ParseError::Io)?);
+        reader.read_header()?;
+        Ok(reader)
+    };
+    for pass in 0..filter.start_second_passes() {
+        progress.restart("snap_restore: duplicate origin chunks", "exceptions", None);
+        let mut reader = reopen(open_input)?;
+        while let Some(e) = reader.next_exception()? {
+            filter.feed_again(pass, e.old_chunk);
+        }
+        filter.end_pass();
+    }
+    let mut repeats = filter.finish();
+    if repeats.is_empty() {
+        return Ok(());
+    }
+    let mut reader = reopen(open_input)?;
+    while let Some(e) = reader.next_exception()? {
+        if repeats.is_repeat(e.old_chunk) {
+            return Err(RestoreError::Dump {
+                line: reader.line(),
+                message: format!("old_chunk {} is also in an earlier exception", e.old_chunk),
+            });
+        }
+    }
+    Err(RestoreError::Changed)
+}
+
 /// Reads the exceptions of the dump after its header, builds each area as
 /// it will be on disk, validates it and hands it to `sink`.
 fn walk<R, S>(
@@ -424,7 +470,7 @@ fn walk<R, S>(
     layout: Layout,
     cow_sectors: u64,
     valid: bool,
-    duplicates: bool,
+    mut old_chunks: Option<&mut OldChunkFilter>,
     progress: &mut Progress,
     mut sink: S,
 ) -> Result<PassStats, RestoreError>
@@ -442,8 +488,8 @@ where
         filled: 0,
     };
     let mut scan = Scan::new(layout, cow_sectors);
-    let mut old_chunks = ChunkSet::new();
-    let mut new_chunks = ChunkSet::new();
+    let duplicates = old_chunks.is_some();
+    let mut new_chunks = NewChunks::new(cow_chunks);
     let mut stats = PassStats::default();
     while let Some(e) = reader.next_exception()? {
         let line = reader.line();
@@ -456,13 +502,8 @@ where
         layout
             .check_exception(stats.areas, area.filled, e, Some(cow_chunks))
             .map_err(|err| dump_error(line, &err))?;
-        if duplicates {
-            if !old_chunks.insert(e.old_chunk) {
-                return Err(RestoreError::Dump {
-                    line,
-                    message: format!("old_chunk {} is also in an earlier exception", e.old_chunk),
-                });
-            }
+        if let Some(filter) = old_chunks.as_deref_mut() {
+            filter.feed(e.old_chunk);
             if !new_chunks.insert(e.new_chunk) {
                 return Err(RestoreError::Dump {
                     line,
