@@ -497,7 +497,9 @@ fn check_areas<I: BlockIo, R: FnMut(&Problem)>(
     let mut old_chunks = opts
         .duplicates
         .then(|| OldChunkFilter::new(layout.device_chunks(cow_sectors)));
-    let mut new_chunks = NewChunks::new(layout.device_chunks(cow_sectors));
+    let mut new_chunks = opts
+        .duplicates
+        .then(|| NewChunks::new(layout.device_chunks(cow_sectors)));
     progress.restart(
         "snap_check",
         "areas",
@@ -530,7 +532,7 @@ fn check_areas<I: BlockIo, R: FnMut(&Problem)>(
                 if let Some(filter) = old_chunks.as_mut() {
                     filter.feed(e.old_chunk);
                 }
-                if new_ok && !new_chunks.insert(e.new_chunk) {
+                if new_ok && new_chunks.as_mut().is_some_and(|set| !set.insert(e.new_chunk)) {
                     c.problem(Problem {
                         kind: Kind::DuplicateNewChunk,
                         area: Some(area),

@@ -53,12 +53,12 @@ impl NewChunks {
 /// duplicates.
 #[derive(Clone, Debug)]
 pub struct OldChunkFilter {
-    /// The hashed bitmap: after the first pass, the bits hit more than once.
+    /// The hashed bitmap: the bits hit.
     bits: Vec<u64>,
+    /// The bits hit more than once (as large as `bits`).
+    again: Vec<u64>,
     /// log2 of the number of bits.
     shift: u32,
-    /// First pass: the bits hit again.
-    again: Vec<u32>,
     /// How many values fall on a bit hit more than once.
     candidates_total: u64,
     /// The most bytes of values one second pass collects.
@@ -70,9 +70,9 @@ pub struct OldChunkFilter {
 }
 
 impl OldChunkFilter {
-    /// The largest hashed bitmap, 2 MiB, so that it stays in a processor's
-    /// cache: past 16 million bits, the first pass slows down more than
-    /// the second passes gain.
+    /// The largest hashed bitmap, 2 MiB (and as much again for the bits hit
+    /// twice), so that it stays in a processor's cache: past 16 million
+    /// bits, the first pass slows down more than the second passes gain.
     pub const MAX_BITMAP_BYTES: usize = 2 << 20;
 
     /// The most memory one second pass collects values into, 16 MiB; more
@@ -95,10 +95,11 @@ impl OldChunkFilter {
             .clamp(64, max_bits)
             .next_power_of_two()
             .min(max_bits);
+        let words = usize::try_from(bits / 64).unwrap_or(1);
         Self {
-            bits: vec![0; usize::try_from(bits / 64).unwrap_or(1)],
+            bits: vec![0; words],
+            again: vec![0; words],
             shift: bits.trailing_zeros(),
-            again: Vec::new(),
             candidates_total: 0,
             pass_bytes: pass_bytes.max(8),
             passes: 0,
@@ -119,15 +120,21 @@ impl OldChunkFilter {
 
     /// First pass: feeds one origin chunk of every exception.
     pub fn feed(&mut self, chunk: u64) {
-        let bit = self.bit(chunk);
-        let (word, mask) = Self::word_of(bit);
-        if let Some(w) = self.bits.get_mut(word) {
-            if *w & mask != 0 {
-                self.again.push(bit);
-            } else {
-                *w |= mask;
-            }
+        let (word, mask) = Self::word_of(self.bit(chunk));
+        let (Some(w), Some(a)) = (self.bits.get_mut(word), self.again.get_mut(word)) else {
+            return;
+        };
+        if *w & mask == 0 {
+            *w |= mask;
+            return;
         }
+        // A value on a bit hit before: one more candidate, and one for the
+        // first value of the bit when it becomes a suspect.
+        let first = *a & mask == 0;
+        *a |= mask;
+        self.candidates_total = self
+            .candidates_total
+            .saturating_add(if first { 2 } else { 1 });
     }
 
     /// Ends the first pass: from now on the bitmap holds only the bits hit
@@ -136,23 +143,10 @@ impl OldChunkFilter {
     /// [`Self::MAX_PASS_BYTES`]: 0 if no bit was hit twice, so that no
     /// origin chunk occurs twice.
     pub fn start_second_passes(&mut self) -> u32 {
-        if self.again.is_empty() {
+        if self.candidates_total == 0 {
             return 0;
         }
-        self.bits.fill(0);
-        let mut suspects = 0u64;
-        for bit in core::mem::take(&mut self.again) {
-            let (word, mask) = Self::word_of(bit);
-            if let Some(w) = self.bits.get_mut(word) {
-                if *w & mask == 0 {
-                    suspects = suspects.saturating_add(1);
-                }
-                *w |= mask;
-                self.candidates_total = self.candidates_total.saturating_add(1);
-            }
-        }
-        // Each suspect bit has one more value than its repeats.
-        self.candidates_total = self.candidates_total.saturating_add(suspects);
+        self.bits = core::mem::take(&mut self.again);
         let bytes = self.candidates_total.saturating_mul(8);
         self.passes = u32::try_from(bytes.div_ceil(self.pass_bytes).max(1)).unwrap_or(u32::MAX);
         self.passes
@@ -166,11 +160,18 @@ impl OldChunkFilter {
             && bit.checked_rem(self.passes) == Some(pass)
         {
             self.candidates.push(chunk);
+            // Many copies of a few values (a badly damaged store) would
+            // fill one pass beyond its share: keep one copy of each.
+            let limit = usize::try_from(self.pass_bytes / 8).unwrap_or(usize::MAX);
+            if self.candidates.len() > limit.saturating_mul(2) {
+                self.compact();
+            }
         }
     }
 
-    /// Ends a second pass: keeps the values it collected more than once.
-    pub fn end_pass(&mut self) {
+    /// Moves the values collected more than once to the duplicates and
+    /// keeps one copy of each value.
+    fn compact(&mut self) {
         self.candidates.sort_unstable();
         for w in self.candidates.windows(2) {
             if let [a, b] = w {
@@ -179,6 +180,12 @@ impl OldChunkFilter {
                 }
             }
         }
+        self.candidates.dedup();
+    }
+
+    /// Ends a second pass: keeps the values it collected more than once.
+    pub fn end_pass(&mut self) {
+        self.compact();
         self.candidates.clear();
     }
 
