@@ -14,6 +14,8 @@
 //!   size: refused, a new store, an invalid snapshot, or a valid store with
 //!   the usage figures its status line must show.
 //! - [`judge`]: the comparison of that verdict with what the kernel did.
+//! - [`repaired`]: the store `snap_dump --repair` and `snap_restore` make of
+//!   a damaged image, which the kernel must load as it is.
 
 #![forbid(unsafe_code)]
 
@@ -33,12 +35,17 @@ use snap_format::TableChunkSize;
 use snap_format::Usage;
 use snap_format::DISK_EXCEPTION_SIZE;
 use snap_format::INITIAL_NEXT_FREE;
+use snap_format::SNAP_MAGIC;
 use snap_tools::check::check;
 use snap_tools::check::CheckOptions;
 use snap_tools::check::Kind as ProblemKind;
 use snap_tools::check::Verdict;
 use snap_tools::io::MemIo;
 use snap_tools::progress::Progress;
+use snap_tools::repair::repair;
+use snap_tools::repair::RepairOptions;
+use snap_tools::restore::restore;
+use snap_tools::restore::RestoreOptions;
 
 use crate::tag::Rng;
 
@@ -135,6 +142,14 @@ impl Base {
         self.layout.chunk_bytes() as usize
     }
 
+    /// The `new_chunk` of the last exception.
+    pub fn last_new_chunk(&self) -> u64 {
+        self.exceptions
+            .checked_sub(1)
+            .and_then(|k| self.record(&self.image, k))
+            .map_or(0, |e| e.new_chunk)
+    }
+
     /// Whole chunks of the image.
     pub fn chunks(&self) -> u64 {
         (self.image.len() / self.chunk_bytes()) as u64
@@ -208,11 +223,58 @@ pub enum Mutation {
     DuplicateNewChunk,
     /// The header's `valid` field changed.
     ValidField,
+    /// The header's magic changed (0: no store at all).
+    MagicField,
+    /// The header's version changed.
+    VersionField,
+    /// The whole header chunk zeroed.
+    ZeroedHeader,
+    /// A metadata area in use zeroed.
+    ZeroedArea,
+    /// A metadata area in use torn: its sectors from one on zeroed.
+    TornArea,
+    /// A metadata area in use torn over old contents: its sectors from one
+    /// on taken from another area.
+    StaleSectors,
+    /// One sector of a metadata area in use zeroed.
+    ZeroedSector,
+    /// A metadata area in use filled with random bytes.
+    RandomArea,
+    /// One metadata area in use copied over another.
+    CopiedArea,
+    /// Everything from a chunk after the header on zeroed.
+    ZeroedTail,
+    /// Random records after the end marker of the last area.
+    GarbageAfterEndMarker,
+    /// The area after the last one in use holding a copy of area 0, as an
+    /// older, longer store would have left it.
+    StaleAreaAfterEnd,
+    /// A record's `new_chunk` set to 0 (an end marker that keeps its
+    /// `old_chunk`).
+    EarlyEndMarker,
+    /// A record zeroed (an end marker in the middle of the store).
+    ZeroedRecord,
+    /// A record's bytes all set to 0xff.
+    AllOnesRecord,
+    /// A record copied over the next one.
+    DuplicateRecord,
+    /// Two records swapped.
+    SwappedRecords,
+    /// A record's `old_chunk` equal to another's.
+    DuplicateOldChunk,
+    /// One bit of a record's `new_chunk` flipped.
+    NewChunkBitFlip,
+    /// One bit of a record's `old_chunk` flipped.
+    OldChunkBitFlip,
+    /// A record's `new_chunk` stored big-endian.
+    ByteSwappedNewChunk,
+    /// A record's `new_chunk` moved to a data chunk no record uses.
+    NewChunkUnallocated,
 }
 
 impl Mutation {
     /// Every kind, in the order [`mutants`] cycles through them.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 32] = [
         Self::HeaderBitFlip,
         Self::AreaBitFlip,
         Self::Truncation,
@@ -223,6 +285,28 @@ impl Mutation {
         Self::OldChunkTooLarge,
         Self::DuplicateNewChunk,
         Self::ValidField,
+        Self::MagicField,
+        Self::VersionField,
+        Self::ZeroedHeader,
+        Self::ZeroedArea,
+        Self::TornArea,
+        Self::StaleSectors,
+        Self::ZeroedSector,
+        Self::RandomArea,
+        Self::CopiedArea,
+        Self::ZeroedTail,
+        Self::GarbageAfterEndMarker,
+        Self::StaleAreaAfterEnd,
+        Self::EarlyEndMarker,
+        Self::ZeroedRecord,
+        Self::AllOnesRecord,
+        Self::DuplicateRecord,
+        Self::SwappedRecords,
+        Self::DuplicateOldChunk,
+        Self::NewChunkBitFlip,
+        Self::OldChunkBitFlip,
+        Self::ByteSwappedNewChunk,
+        Self::NewChunkUnallocated,
     ];
 
     /// Its name in reports.
@@ -238,6 +322,28 @@ impl Mutation {
             Self::OldChunkTooLarge => "old-chunk-too-large",
             Self::DuplicateNewChunk => "duplicate-new-chunk",
             Self::ValidField => "valid-field",
+            Self::MagicField => "magic-field",
+            Self::VersionField => "version-field",
+            Self::ZeroedHeader => "zeroed-header",
+            Self::ZeroedArea => "zeroed-area",
+            Self::TornArea => "torn-area",
+            Self::StaleSectors => "stale-sectors",
+            Self::ZeroedSector => "zeroed-sector",
+            Self::RandomArea => "random-area",
+            Self::CopiedArea => "copied-area",
+            Self::ZeroedTail => "zeroed-tail",
+            Self::GarbageAfterEndMarker => "garbage-after-end-marker",
+            Self::StaleAreaAfterEnd => "stale-area-after-end",
+            Self::EarlyEndMarker => "early-end-marker",
+            Self::ZeroedRecord => "zeroed-record",
+            Self::AllOnesRecord => "all-ones-record",
+            Self::DuplicateRecord => "duplicate-record",
+            Self::SwappedRecords => "swapped-records",
+            Self::DuplicateOldChunk => "duplicate-old-chunk",
+            Self::NewChunkBitFlip => "new-chunk-bit-flip",
+            Self::OldChunkBitFlip => "old-chunk-bit-flip",
+            Self::ByteSwappedNewChunk => "byte-swapped-new-chunk",
+            Self::NewChunkUnallocated => "new-chunk-unallocated",
         }
     }
 }
@@ -401,6 +507,144 @@ fn mutate(base: &Base, kind: Mutation, rng: &mut Rng) -> Mutant {
             set_u32(&mut bytes, 4, v);
             format!("valid {v}")
         }
+        Mutation::MagicField => {
+            let v = rng.pick(&[0, SNAP_MAGIC ^ 1, SNAP_MAGIC.swap_bytes(), u32::MAX]);
+            set_u32(&mut bytes, 0, v);
+            format!("magic {v:#x}")
+        }
+        Mutation::VersionField => {
+            let v = rng.pick(&[0, 2, 0x100, u32::MAX]);
+            set_u32(&mut bytes, 8, v);
+            format!("version {v}")
+        }
+        Mutation::ZeroedHeader => {
+            bytes[..cb].fill(0);
+            "header chunk zeroed".into()
+        }
+        Mutation::ZeroedArea => {
+            let a = rng.below(last_area + 1);
+            bytes[at(base, a)..at(base, a) + cb].fill(0);
+            format!("area {a} zeroed")
+        }
+        Mutation::TornArea | Mutation::StaleSectors => {
+            let a = rng.below(last_area + 1);
+            let sectors = cb / SECTOR;
+            // From sector 1 on in chunks of several sectors; a one-sector
+            // chunk is torn at a record instead.
+            let from = if sectors > 1 {
+                (1 + rng.below(sectors as u64 - 1) as usize) * SECTOR
+            } else {
+                (1 + rng.below(u64::from(epa) - 1) as usize) * DISK_EXCEPTION_SIZE
+            };
+            let start = at(base, a);
+            if kind == Mutation::TornArea {
+                bytes[start + from..start + cb].fill(0);
+                format!("area {a} zeroed from byte {from}")
+            } else {
+                let areas = device_areas(base);
+                let b = (a + 1 + rng.below(areas - 1)) % areas;
+                let other = at(base, b);
+                let stale = base.image[other + from..other + cb].to_vec();
+                bytes[start + from..start + cb].copy_from_slice(&stale);
+                format!("area {a} from byte {from} taken from area {b}")
+            }
+        }
+        Mutation::ZeroedSector => {
+            let a = rng.below(last_area + 1);
+            let s = rng.below((cb / SECTOR) as u64) as usize;
+            let start = at(base, a) + s * SECTOR;
+            bytes[start..start + SECTOR].fill(0);
+            format!("area {a} sector {s} zeroed")
+        }
+        Mutation::RandomArea => {
+            let a = rng.below(last_area + 1);
+            rng.fill(&mut bytes[at(base, a)..at(base, a) + cb]);
+            format!("area {a} random")
+        }
+        Mutation::CopiedArea => {
+            let a = rng.below(last_area + 1);
+            let b = (a + 1 + rng.below(last_area)) % (last_area + 1);
+            let from = base.image[at(base, a)..at(base, a) + cb].to_vec();
+            bytes[at(base, b)..at(base, b) + cb].copy_from_slice(&from);
+            format!("area {a} copied over area {b}")
+        }
+        Mutation::ZeroedTail => {
+            let from = (1 + rng.below(base.chunks() - 1) as usize) * cb;
+            bytes[from..].fill(0);
+            format!("zeroed from byte {from}")
+        }
+        Mutation::GarbageAfterEndMarker => {
+            let end = base.exceptions % epa;
+            let start = at(base, last_area) + (end as usize + 1) * DISK_EXCEPTION_SIZE;
+            let len = (cb - (end as usize + 1) * DISK_EXCEPTION_SIZE).min(3 * DISK_EXCEPTION_SIZE);
+            rng.fill(&mut bytes[start..start + len]);
+            format!("{len} random bytes after the end marker of area {last_area}")
+        }
+        Mutation::StaleAreaAfterEnd => {
+            let next = last_area + 1;
+            if next < device_areas(base) {
+                let from = base.image[at(base, 0)..at(base, 0) + cb].to_vec();
+                bytes[at(base, next)..at(base, next) + cb].copy_from_slice(&from);
+                format!("area 0 copied to area {next}")
+            } else {
+                "no area after the last (unchanged)".into()
+            }
+        }
+        Mutation::EarlyEndMarker => record(
+            &mut bytes,
+            Exception {
+                new_chunk: 0,
+                ..old
+            },
+        ),
+        Mutation::ZeroedRecord => record(&mut bytes, Exception::default()),
+        Mutation::AllOnesRecord => record(
+            &mut bytes,
+            Exception {
+                old_chunk: u64::MAX,
+                new_chunk: u64::MAX,
+            },
+        ),
+        Mutation::DuplicateRecord | Mutation::SwappedRecords => {
+            let j = (k + 1) % base.exceptions;
+            let next = base.record(&bytes, j).unwrap_or_default();
+            let _ = base.write_record(&mut bytes, j, old);
+            if kind == Mutation::SwappedRecords {
+                let _ = base.write_record(&mut bytes, k, next);
+                format!("exceptions {k} and {j} swapped")
+            } else {
+                format!("exception {k} copied over exception {j}")
+            }
+        }
+        Mutation::DuplicateOldChunk => {
+            let other = rng.below(u64::from(base.exceptions)) as u32;
+            let old_chunk = base.record(&bytes, other).unwrap_or_default().old_chunk;
+            record(&mut bytes, Exception { old_chunk, ..old })
+        }
+        Mutation::NewChunkBitFlip => {
+            let new_chunk = old.new_chunk ^ (1 << rng.below(64));
+            record(&mut bytes, Exception { new_chunk, ..old })
+        }
+        Mutation::OldChunkBitFlip => {
+            let old_chunk = old.old_chunk ^ (1 << rng.below(48));
+            record(&mut bytes, Exception { old_chunk, ..old })
+        }
+        Mutation::ByteSwappedNewChunk => {
+            let new_chunk = old.new_chunk.swap_bytes();
+            record(&mut bytes, Exception { new_chunk, ..old })
+        }
+        Mutation::NewChunkUnallocated => {
+            let used = base.last_new_chunk();
+            let free: Vec<u64> = (used + 1..base.chunks())
+                .filter(|&c| base.layout.is_data_chunk(c))
+                .collect();
+            let new_chunk = if free.is_empty() {
+                old.new_chunk
+            } else {
+                rng.pick(&free)
+            };
+            record(&mut bytes, Exception { new_chunk, ..old })
+        }
     };
     let table_chunk = match rng.below(6) {
         0..=2 => base.layout.chunk_sectors(),
@@ -431,6 +675,40 @@ pub fn mutants(bases: &[Base], n: usize, seed: u64) -> Vec<Mutant> {
         out.push(mutate(base, Mutation::ALL[i % kinds], &mut rng));
     }
     out
+}
+
+/// Kinds of damage of which at least one mutant must be repaired and the
+/// repaired store loaded: all but the header's magic, version, zeroed
+/// header and bit flips, which leave no chunk size to find the areas with
+/// (a flip in the `valid` field or a chunk-size change the rules allow can
+/// still leave a usable header).
+pub const MIN_REPAIRED_KINDS: usize = Mutation::ALL.len() - 4;
+
+/// The store `snap_dump --repair --salvage-invalid` and `snap_restore
+/// --force` make of a damaged `image`, in place, with the number of
+/// exceptions kept; `None` when nothing can be salvaged.
+///
+/// # Errors
+///
+/// The restore's error: a repaired dump must always restore.
+pub fn repaired(image: &[u8]) -> io::Result<Option<(Vec<u8>, u64)>> {
+    let io = MemIo::new(image.to_vec());
+    let opts = RepairOptions {
+        salvage_invalid: true,
+        ..RepairOptions::default()
+    };
+    let mut dump = Vec::new();
+    let Ok(summary) = repair(&io, &opts, &mut dump, &mut Progress::silent(), |_| {}) else {
+        return Ok(None);
+    };
+    let mut target = io;
+    let ro = RestoreOptions {
+        force: true,
+        ..RestoreOptions::default()
+    };
+    restore(|| Ok(&dump[..]), &mut target, &ro, &mut Progress::silent())
+        .map_err(|e| io::Error::other(format!("restoring the repaired dump: {e}")))?;
+    Ok(Some((target.data, summary.kept)))
 }
 
 /// What the format core says the store must do with an image.
@@ -718,6 +996,32 @@ mod tests {
             refused > DEFAULT_MUTANTS / 3 && refused < DEFAULT_MUTANTS,
             "{refused}"
         );
+    }
+
+    #[test]
+    fn the_default_run_repairs_enough_kinds_into_stores_the_core_loads() {
+        let mut kinds = BTreeSet::new();
+        for m in all_mutants() {
+            if let Some((image, kept)) = repaired(&m.bytes).unwrap() {
+                kinds.insert(m.kind);
+                let chunk = bases()
+                    .unwrap()
+                    .iter()
+                    .find(|b| b.name == m.base)
+                    .unwrap()
+                    .layout
+                    .chunk_sectors();
+                match expect(&image, chunk).unwrap() {
+                    Expected::Valid {
+                        exceptions,
+                        cleanup: false,
+                        ..
+                    } => assert_eq!(exceptions, kept, "{m}"),
+                    other => panic!("{m}: {other}"),
+                }
+            }
+        }
+        assert!(kinds.len() >= MIN_REPAIRED_KINDS, "{kinds:?}");
     }
 
     fn one(kind: Mutation, base: usize) -> Mutant {

@@ -3,20 +3,24 @@
 # they must, and never hurt the kernel. hostile_load (crash/) takes every
 # image of the parse_cow fuzz corpus (format/fuzz/corpus/parse_cow, with the
 # table chunk size of its control byte) and 240 mutants of valid stores of
-# 512-byte, 1 KiB and 4 KiB chunks over two or three areas (header and area
-# bit flips, truncations, swapped areas, records beyond the end or on
-# metadata chunks, duplicate new_chunks, old_chunks around the largest
-# accepted, chunk-size and valid field changes). Each image goes on a
-# dm-linear slice of exactly its sectors and becomes the COW device of a
-# snapshot table load. The load must fail exactly for the images the format
-# core refuses (snap_check's verdict, plus the header read with the table's
-# chunk size and a new store's area 0 having to fit the device, plus
-# duplicate new_chunks), and then the slice must read back unchanged; a
-# loaded image must show the core's status ("Invalid", or the usage figures
-# "a/b m" of its scan) and be written only to start a new store or to clear
-# records after an end marker. The harness fails the test on any
-# BUG/WARNING/Oops in the kernel log; at the end no dm device may be left and
-# nothing may hold our module.
+# 512-byte, 1 KiB and 4 KiB chunks over two or three areas, made by 32
+# kinds of damage (crash/src/hostile.rs: header fields and bit flips,
+# truncations, zeroed, torn, stale, random, copied and swapped areas,
+# garbage after the end marker, records zeroed, duplicated, swapped, with
+# bits flipped or pointing beyond the end or at metadata, and more). Each
+# image goes on a dm-linear slice of exactly its sectors and becomes the
+# COW device of a snapshot table load. The load must fail exactly for the
+# images the format core refuses (snap_check's verdict, plus the header
+# read with the table's chunk size and a new store's area 0 having to fit
+# the device, plus duplicate new_chunks), and then the slice must read
+# back unchanged; a loaded image must show the core's status ("Invalid",
+# or the usage figures "a/b m" of its scan) and be written only to start a
+# new store or to clear records after an end marker. Then the first mutant
+# of each kind that snap_dump --repair can salvage is repaired and written
+# back with snap_restore, as an admin would, and the kernel must load it
+# with the exceptions kept and nothing to clear (at least 28 kinds). The
+# harness fails the test on any BUG/WARNING/Oops in the kernel log; at the
+# end no dm device may be left and nothing may hold our module.
 # Measured on the 2-core development machine under TCG, beside another
 # guest: 254 images (14 of the corpus, 240 mutants) in 117 s.
 # timeout: 600

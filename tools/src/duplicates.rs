@@ -194,9 +194,11 @@ impl OldChunkFilter {
         self.duplicates.sort_unstable();
         self.duplicates.dedup();
         let seen = vec![false; self.duplicates.len()];
+        let left = vec![0; self.duplicates.len()];
         OldChunkDuplicates {
             values: self.duplicates,
             seen,
+            left,
         }
     }
 }
@@ -206,6 +208,8 @@ impl OldChunkFilter {
 pub struct OldChunkDuplicates {
     values: Vec<u64>,
     seen: Vec<bool>,
+    /// Occurrences not yet met in the pass of [`Self::is_superseded`].
+    left: Vec<u64>,
 }
 
 impl OldChunkDuplicates {
@@ -218,6 +222,35 @@ impl OldChunkDuplicates {
         self.seen
             .get_mut(i)
             .is_some_and(|seen| core::mem::replace(seen, true))
+    }
+
+    /// Counts one occurrence of `chunk`, in a pass over every exception
+    /// before a pass asking [`Self::is_superseded`].
+    pub fn count(&mut self, chunk: u64) {
+        if let Ok(i) = self.values.binary_search(&chunk) {
+            if let Some(n) = self.left.get_mut(i) {
+                *n = n.saturating_add(1);
+            }
+        }
+    }
+
+    /// How many occurrences counted by [`Self::count`] a later one maps
+    /// again: all but the last of each duplicated chunk.
+    pub fn superseded(&self) -> u64 {
+        self.left.iter().map(|n| n.saturating_sub(1)).sum()
+    }
+
+    /// Whether a later exception maps `chunk` again, after a pass of
+    /// [`Self::count`]: true for every occurrence of a duplicated chunk
+    /// but the last (the one dm-snapshot's exception table keeps).
+    pub fn is_superseded(&mut self, chunk: u64) -> bool {
+        let Ok(i) = self.values.binary_search(&chunk) else {
+            return false;
+        };
+        self.left.get_mut(i).is_some_and(|n| {
+            *n = n.saturating_sub(1);
+            *n > 0
+        })
     }
 
     /// How many origin chunks occur more than once.

@@ -15,6 +15,7 @@
 //! - [`header`]: reading the header chunk of a device.
 //! - [`check`]: every problem of a COW device, one report each.
 //! - [`dump`]: header and exceptions as text, streaming.
+//! - [`repair`]: a dump of what can be salvaged from a damaged store.
 //! - [`restore`]: a COW device from a dump.
 //! - [`xml`]: the dump format (writer and streaming reader).
 //! - [`duplicates`]: finding chunks used twice in bounded memory.
@@ -40,6 +41,7 @@ pub mod duplicates;
 pub mod header;
 pub mod io;
 pub mod progress;
+pub mod repair;
 pub mod restore;
 pub mod xml;
 

@@ -100,3 +100,77 @@ fn quiet_keeps_notes_off_stderr_but_not_errors() {
     assert_eq!(e.code, 2);
     assert!(e.stderr.contains("missing"), "{}", e.stderr);
 }
+
+#[test]
+fn repair_salvages_a_damaged_store_that_restore_writes_back_clean() {
+    let l = layout(1);
+    let all = kernel_order(l, 40);
+    let cow_sectors = cow_sectors_for(l, &all, 4);
+    let mut img = image(l, 1, cow_sectors, &all);
+    // Record 3 of area 0 points past the device; record 5 of area 1
+    // claims the COW chunk of record 0.
+    put_record(&mut img, l, 0, 3, ex(all[3].old_chunk, 1 << 40));
+    put_record(&mut img, l, 1, 5, ex(all[37].old_chunk, all[0].new_chunk));
+    let dir = scratch("dump-repair");
+    let cow = dir.join("cow.img");
+    write(&cow, &img);
+    let before = std::fs::metadata(&cow).unwrap().modified().unwrap();
+
+    // A plain dump refuses the store; snap_check finds it broken.
+    assert_eq!(run(DUMP, &[s(&cow)]).code, 1);
+    assert_eq!(run(CHECK, &[s(&cow)]).code, 1);
+
+    let fixed = dir.join("fixed.xml");
+    let o = run(DUMP, &["--repair", "-o", s(&fixed), s(&cow)]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stderr.contains("dropped area 0 record 3 (old_chunk")
+            && o.stderr.contains("is beyond the end of the COW device")
+            && o.stderr.contains("dropped area 1 record 5")
+            && o.stderr.contains("belongs to an earlier record"),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        o.stderr.contains(
+            "kept 38 exceptions, dropped 2 records (1 breaks a rule, 1 COW chunk claimed twice)"
+        ),
+        "{}",
+        o.stderr
+    );
+    // The input was only read.
+    assert!(std::fs::read(&cow).unwrap() == img, "the COW image changed");
+    assert_eq!(std::fs::metadata(&cow).unwrap().modified().unwrap(), before);
+
+    // Written back in place (the data chunks stay where they are).
+    let o = run(RESTORE, &["--force", "-i", s(&fixed), "-o", s(&cow)]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = run(CHECK, &[s(&cow)]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let o = run(DUMP, &[s(&cow)]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stdout, std::fs::read_to_string(&fixed).unwrap());
+
+    // -q: the dump alone.
+    let o = run(DUMP, &["--repair", "-q", s(&cow)]);
+    assert_eq!((o.code, o.stderr.as_str()), (0, ""));
+}
+
+#[test]
+fn repair_of_an_invalid_snapshot_needs_its_flag_and_its_flags_need_repair() {
+    let l = layout(1);
+    let dir = scratch("dump-repair-invalid");
+    let cow = dir.join("cow.img");
+    write(&cow, image(l, 0, 100, &kernel_order(l, 5)));
+    let o = run(DUMP, &["--repair", s(&cow)]);
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert!(o.stderr.contains("--salvage-invalid"), "{}", o.stderr);
+    let o = run(DUMP, &["--repair", "--salvage-invalid", s(&cow)]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(o.stdout.matches("<exception ").count(), 5);
+    assert!(o.stderr.contains("the dump marks it valid"), "{}", o.stderr);
+    for flag in ["--salvage-invalid", "--past-end-marker"] {
+        let o = run(DUMP, &[flag, s(&cow)]);
+        assert_eq!(o.code, 2, "{flag}: {}", o.stderr);
+    }
+}

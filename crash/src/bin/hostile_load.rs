@@ -19,13 +19,20 @@
 //! the store had to write (a new store, records to clear after an end
 //! marker).
 //!
+//! Then, for the first mutant of each kind that `snap_dump --repair` can
+//! salvage, the store it and `snap_restore` write in place
+//! ([`snap_crash::hostile::repaired`]) is loaded the same way: the kernel
+//! must load it with the exceptions kept and nothing to clear.
+//!
 //! Prints one line per image and one `FAIL` line per violation, then
-//! `hostile: N images (C corpus, M mutants), A accepted, R refused, F
-//! failures`. Exit status: 0 no failure, 1 failures or fewer than 200
-//! mutants, 2 the run could not be done.
+//! `hostile: N images (C corpus, M mutants, R repaired mutants of K kinds),
+//! A accepted, R refused, F failures`. Exit status: 0 no failure, 1
+//! failures, fewer than 200 mutants or repaired mutants of too few kinds,
+//! 2 the run could not be done.
 
 #![forbid(unsafe_code)]
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::fs::File;
 use std::io;
@@ -41,15 +48,18 @@ use snap_crash::blockdev::write_all;
 use snap_crash::dm::Control;
 use snap_crash::dm::Device;
 use snap_crash::dm::Target;
+use snap_crash::hostile;
 use snap_crash::hostile::bases;
 use snap_crash::hostile::corpus_image;
 use snap_crash::hostile::expect;
 use snap_crash::hostile::judge;
 use snap_crash::hostile::mutants;
+use snap_crash::hostile::Expected;
 use snap_crash::hostile::Kernel;
 use snap_crash::hostile::Observed;
 use snap_crash::hostile::DEFAULT_MUTANTS;
 use snap_crash::hostile::MIN_MUTANTS;
+use snap_crash::hostile::MIN_REPAIRED_KINDS;
 use snap_crash::hostile::SECTOR;
 
 const COW: &str = "hostile-cow";
@@ -96,11 +106,13 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
-/// An image to load: its label, table chunk size and bytes.
+/// An image to load: its label, table chunk size and bytes, and for a
+/// repaired mutant the number of exceptions the repair kept.
 struct Image {
     label: String,
     table_chunk: u32,
     bytes: Vec<u8>,
+    repaired: Option<u64>,
 }
 
 fn corpus(dir: &Path) -> io::Result<Vec<Image>> {
@@ -126,6 +138,7 @@ fn corpus(dir: &Path) -> io::Result<Vec<Image>> {
                 label: format!("corpus {name}"),
                 table_chunk,
                 bytes,
+                repaired: None,
             }),
             None => eprintln!("hostile: corpus {name}: empty, skipped"),
         }
@@ -221,6 +234,8 @@ struct Tally {
     mutants: usize,
     accepted: usize,
     refused: usize,
+    repaired: usize,
+    repaired_kinds: usize,
     failures: usize,
 }
 
@@ -232,13 +247,36 @@ fn run(a: &Args) -> io::Result<Tally> {
         ..Tally::default()
     };
     let bases = bases().map_err(|e| io::Error::other(format!("base images: {e}")))?;
+    let mut repaired = Vec::new();
+    let mut kinds = BTreeSet::new();
     for (i, m) in mutants(&bases, a.mutants, a.seed).into_iter().enumerate() {
+        // The first mutant of each kind that can be salvaged, repaired:
+        // the kernel must load the store the tools write.
+        if !kinds.contains(&m.kind) {
+            if let Some((bytes, kept)) = hostile::repaired(&m.bytes)? {
+                kinds.insert(m.kind);
+                let chunk = bases
+                    .iter()
+                    .find(|b| b.name == m.base)
+                    .map_or(0, |b| b.layout.chunk_sectors());
+                repaired.push(Image {
+                    label: format!("repaired mutant {i} ({m})"),
+                    table_chunk: chunk,
+                    bytes,
+                    repaired: Some(kept),
+                });
+            }
+        }
         images.push(Image {
             label: format!("mutant {i} ({m})"),
             table_chunk: m.table_chunk,
             bytes: m.bytes,
+            repaired: None,
         });
     }
+    t.repaired_kinds = kinds.len();
+    let mutant_end = images.len();
+    images.extend(repaired);
     let scratch = open_direct(&a.scratch, true)?;
     let largest = images.iter().map(|i| i.bytes.len()).max().unwrap_or(0);
     if size(&scratch)? < largest as u64 {
@@ -256,6 +294,21 @@ fn run(a: &Args) -> io::Result<Tally> {
     };
     for (i, img) in images.iter().enumerate() {
         let expected = expect(&img.bytes, img.table_chunk)?;
+        if let Some(kept) = img.repaired {
+            t.repaired += 1;
+            let clean = matches!(
+                expected,
+                Expected::Valid { exceptions, cleanup: false, .. } if exceptions == kept
+            );
+            if !clean {
+                println!(
+                    "FAIL {}: the format core says {expected} of the store the repair wrote \
+                     ({kept} exceptions kept)",
+                    img.label
+                );
+                t.failures += 1;
+            }
+        }
         let seen = match rig.load(&img.bytes, img.table_chunk) {
             Ok(seen) => seen,
             Err(e) => {
@@ -269,7 +322,7 @@ fn run(a: &Args) -> io::Result<Tally> {
             Kernel::Accepted(_) => t.accepted += 1,
             Kernel::Refused(_) => t.refused += 1,
         }
-        t.mutants += usize::from(i >= t.corpus);
+        t.mutants += usize::from(i >= t.corpus && i < mutant_end);
         println!(
             "{}, {} bytes: core {expected}; kernel {}{}",
             img.label,
@@ -301,10 +354,13 @@ fn main() -> ExitCode {
     match run(&a) {
         Ok(t) => {
             println!(
-                "hostile: {} images ({} corpus, {} mutants), {} accepted, {} refused, {} failures",
-                t.corpus + t.mutants,
+                "hostile: {} images ({} corpus, {} mutants, {} repaired mutants of {} kinds), \
+                 {} accepted, {} refused, {} failures",
+                t.corpus + t.mutants + t.repaired,
                 t.corpus,
                 t.mutants,
+                t.repaired,
+                t.repaired_kinds,
                 t.accepted,
                 t.refused,
                 t.failures
@@ -312,7 +368,13 @@ fn main() -> ExitCode {
             if t.mutants < MIN_MUTANTS {
                 println!("hostile: only {} mutants, {MIN_MUTANTS} wanted", t.mutants);
             }
-            if t.failures > 0 || t.mutants < MIN_MUTANTS {
+            if t.repaired_kinds < MIN_REPAIRED_KINDS {
+                println!(
+                    "hostile: repaired mutants of only {} kinds, {MIN_REPAIRED_KINDS} wanted",
+                    t.repaired_kinds
+                );
+            }
+            if t.failures > 0 || t.mutants < MIN_MUTANTS || t.repaired_kinds < MIN_REPAIRED_KINDS {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS

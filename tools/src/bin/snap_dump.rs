@@ -32,6 +32,10 @@ use snap_tools::dump::dump;
 use snap_tools::dump::DumpError;
 use snap_tools::io::FileIo;
 use snap_tools::progress::Progress;
+use snap_tools::repair::repair;
+use snap_tools::repair::RepairError;
+use snap_tools::repair::RepairOptions;
+use snap_tools::snap_format::BlockSizes;
 
 fn command() -> Command {
     Command::new("snap_dump")
@@ -39,6 +43,7 @@ fn command() -> Command {
         .about("Dump the header and exceptions of a dm-snapshot persistent store (read-only)")
         .after_help(
             "The dump format (XML, dump_version 1) is described in tools/README.md. \
+             With --repair, what can be salvaged is dumped and each record dropped is reported. \
              Exit status: 0 dumped, 1 the store is bad or absent, 2 could not read or write.",
         )
         .arg(
@@ -62,6 +67,36 @@ fn command() -> Command {
                 .long("quiet")
                 .action(ArgAction::SetTrue)
                 .help("Print no notes or warnings; errors are still printed"),
+        )
+        .arg(
+            Arg::new("repair")
+                .long("repair")
+                .action(ArgAction::SetTrue)
+                .help(
+                    "Dump every exception that can be salvaged from a damaged store, \
+                     and report each record dropped and why",
+                ),
+        )
+        .arg(
+            Arg::new("salvage-invalid")
+                .long("salvage-invalid")
+                .action(ArgAction::SetTrue)
+                .requires("repair")
+                .help(
+                    "With --repair: salvage a snapshot whose header marks it invalid \
+                     (it lost data when it overflowed or failed)",
+                ),
+        )
+        .arg(
+            Arg::new("past-end-marker")
+                .long("past-end-marker")
+                .action(ArgAction::SetTrue)
+                .requires("repair")
+                .help(
+                    "With --repair: go on past the first end marker and unreadable areas \
+                     to the last area of the device (for a zeroed or torn area; the \
+                     areas of an older store on the device look like real ones)",
+                ),
         )
         .arg(force_read_arg())
         .arg(block_size_arg())
@@ -113,6 +148,9 @@ fn run(m: &clap::ArgMatches) -> Result<(), (i32, String)> {
     };
     let mut out = BufWriter::with_capacity(1 << 16, sink);
     let mut progress = Progress::new("snap_dump", "areas", None);
+    if m.get_flag("repair") {
+        return run_repair(m, path, &io, blocks, &mut out, &mut progress);
+    }
     let summary = dump(&io, blocks, &mut out, &mut progress);
     let flushed = out.flush();
     let summary =
@@ -127,6 +165,57 @@ fn run(m: &clap::ArgMatches) -> Result<(), (i32, String)> {
     if let Some(w) = summary.warning {
         eprintln!("snap_dump: warning: {w}");
     }
+    Ok(())
+}
+
+/// `--repair`: the salvage dump, each dropped record on standard error,
+/// then a summary (unless `-q`).
+fn run_repair(
+    m: &clap::ArgMatches,
+    path: &Path,
+    io: &FileIo,
+    blocks: BlockSizes,
+    out: &mut impl Write,
+    progress: &mut Progress,
+) -> Result<(), (i32, String)> {
+    let quiet = m.get_flag("quiet");
+    let opts = RepairOptions {
+        blocks,
+        salvage_invalid: m.get_flag("salvage-invalid"),
+        past_end_marker: m.get_flag("past-end-marker"),
+    };
+    let summary = repair(io, &opts, out, progress, |note| {
+        if !quiet {
+            eprintln!("snap_dump: repair: {note}");
+        }
+    });
+    let flushed = out.flush();
+    let summary =
+        summary.map_err(|e: RepairError| (e.exit_code(), format!("{}: {e}", path.display())))?;
+    flushed.map_err(|e| (2, format!("writing the dump failed: {e}")))?;
+    if quiet {
+        return Ok(());
+    }
+    let dropped = summary.dropped_total();
+    let reasons: Vec<String> = summary
+        .dropped
+        .iter()
+        .map(|(why, n)| format!("{n} {why}"))
+        .collect();
+    eprintln!(
+        "snap_dump: repair: kept {} exceptions, dropped {dropped} records{}{}",
+        summary.kept,
+        if reasons.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", reasons.join(", "))
+        },
+        if summary.was_invalid {
+            "; the header marked the snapshot invalid: the dump marks it valid"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }
 
