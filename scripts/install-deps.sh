@@ -11,6 +11,8 @@ APT_PKGS=(
 	qemu-system-x86 qemu-utils udev
 	# guest userspace (shared with the guest over 9p by virtme-ng)
 	busybox-static dmsetup lvm2 fio
+	# the tools benchmark (maximum RSS)
+	time
 )
 
 missing=()

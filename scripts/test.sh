@@ -110,6 +110,10 @@ if [ -x "$TOP/format/fuzz/run.sh" ] && [ "$debug_only" -eq 0 ]; then
 		"$TOP/format/fuzz/run.sh" "${DMSNAP_FUZZ_SECONDS:-30}"
 fi
 
+if [ "$debug_only" -eq 0 ]; then
+	check "tools benchmark runs (scripts/bench-tools.sh --smoke)" "$TOP/scripts/bench-tools.sh" --smoke
+fi
+
 if [ "$host_only" -eq 0 ]; then
 	# --- the kernel and the module
 	KDIR=$("$TOP/scripts/build-kernel.sh")

@@ -210,10 +210,34 @@ fn is_name_byte(b: u8) -> bool {
 
 /// Parses the decimal digits at the start of `s`; `None` if there are
 /// none or the number does not fit 64 bits.
+///
+/// Eight bytes at a time while eight are there (the restore's fast path
+/// reads tens of millions of numbers), then one at a time.
 fn leading_u64(s: &[u8]) -> Option<(u64, &[u8])> {
+    const POW10: [u64; 9] = [
+        1,
+        10,
+        100,
+        1_000,
+        10_000,
+        100_000,
+        1_000_000,
+        10_000_000,
+        100_000_000,
+    ];
     let mut value = 0u64;
     let mut len = 0usize;
-    for &b in s {
+    let mut rest = s;
+    while let Some((head, tail)) = rest.split_first_chunk::<8>() {
+        let (n, v) = eight_digits(u64::from_le_bytes(*head));
+        value = value.checked_mul(*POW10.get(n)?)?.checked_add(v)?;
+        len = len.saturating_add(n);
+        if n < 8 {
+            return (len > 0).then_some((value, s.get(len..)?));
+        }
+        rest = tail;
+    }
+    for &b in rest {
         if !b.is_ascii_digit() {
             break;
         }
@@ -222,24 +246,65 @@ fn leading_u64(s: &[u8]) -> Option<(u64, &[u8])> {
             .checked_add(u64::from(b.wrapping_sub(b'0')))?;
         len = len.saturating_add(1);
     }
-    if len == 0 {
-        return None;
+    (len > 0).then_some((value, s.get(len..)?))
+}
+
+/// The number of ASCII digits at the start of the eight bytes of `chunk`
+/// (loaded little-endian: the first byte is the lowest) and their value.
+fn eight_digits(chunk: u64) -> (usize, u64) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // Each byte XOR '0': a digit is now 0..=9, with a zero high nibble.
+    let y = chunk ^ (ONES * 0x30);
+    // Low nibble plus 6 carries into bit 4 exactly when it is above 9; it
+    // cannot carry out of its byte.
+    let above_nine = ((y & (ONES * 0x0f)) + ONES * 0x06) & (ONES * 0x10);
+    let not_digit = (y & (ONES * 0xf0)) | above_nine;
+    let n = (not_digit.trailing_zeros() / 8) as usize;
+    if n == 0 {
+        return (0, 0);
     }
-    Some((value, s.get(len..)?))
+    // The digits' values, moved to the top bytes: the bytes below become
+    // leading zeros. A borrow of the subtraction only runs upwards, into
+    // the bytes shifted out.
+    let v = chunk.wrapping_sub(ONES * 0x30) << (8 * (8 - n));
+    let v = (v.wrapping_mul(10).wrapping_add(v >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let v = (v.wrapping_mul(100).wrapping_add(v >> 16)) & 0x0000_ffff_0000_ffff;
+    let v = (v.wrapping_mul(10_000).wrapping_add(v >> 32)) & 0xffff_ffff;
+    (n, v)
 }
 
 /// The exception in `tag` if it is written exactly as
 /// [`write_exception`] writes it: the fast path of a restore, which reads
 /// millions of them. Anything else goes to the general parser.
 fn canonical_exception(tag: &[u8]) -> Option<Exception> {
-    let rest = tag.strip_prefix(b"<exception old_chunk=\"")?;
+    match canonical_prefix(tag)? {
+        (e, len) if len == tag.len() => Some(e),
+        _ => None,
+    }
+}
+
+/// The exception element written as [`write_exception`] writes it at the
+/// start of `bytes`, and its length in bytes.
+fn canonical_prefix(bytes: &[u8]) -> Option<(Exception, usize)> {
+    const OPEN: &[u8] = b"<exception old_chunk=\"";
+    const MIDDLE: &[u8] = b"\" new_chunk=\"";
+    const CLOSE: &[u8] = b"\"/>";
+    let rest = bytes.strip_prefix(OPEN)?;
     let (old_chunk, rest) = leading_u64(rest)?;
-    let rest = rest.strip_prefix(b"\" new_chunk=\"")?;
+    let rest = rest.strip_prefix(MIDDLE)?;
     let (new_chunk, rest) = leading_u64(rest)?;
-    (rest == b"\"/>").then_some(Exception {
-        old_chunk,
-        new_chunk,
-    })
+    rest.strip_prefix(CLOSE)?;
+    let len = bytes
+        .len()
+        .checked_sub(rest.len())?
+        .checked_add(CLOSE.len())?;
+    Some((
+        Exception {
+            old_chunk,
+            new_chunk,
+        },
+        len,
+    ))
 }
 
 /// Parses the tag that starts at `lt` in `buf` and ends with its last byte.
@@ -509,6 +574,9 @@ impl<R: BufRead> DumpReader<R> {
             State::Done => return Ok(None),
             State::InStore => {}
         }
+        if let Some(e) = self.next_canonical_in_place()? {
+            return Ok(Some(e));
+        }
         let Some(lt) = self.next_raw_tag()? else {
             return Err(syntax(
                 self.buf_line,
@@ -546,11 +614,89 @@ impl<R: BufRead> DumpReader<R> {
         }
     }
 
+    /// The fast path of [`Self::next_exception`]: when the input's buffer
+    /// holds white space and then a whole exception element written as
+    /// [`write_exception`] writes it, takes it from there without copying.
+    /// `None` (nothing consumed) for anything else, which the general path
+    /// then reads.
+    fn next_canonical_in_place(&mut self) -> Result<Option<Exception>, ParseError> {
+        if self.counted != self.buf.len() {
+            return Ok(None);
+        }
+        let avail = self.input.fill_buf()?;
+        let ws = avail.iter().take_while(|b| is_space(**b)).count();
+        let Some(rest) = avail.get(ws..) else {
+            return Ok(None);
+        };
+        let Some((e, len)) = canonical_prefix(rest) else {
+            return Ok(None);
+        };
+        let nl = avail.get(..ws).map_or(0, newlines);
+        self.buf_line = self.buf_line.saturating_add(nl);
+        self.tag_line = self.buf_line;
+        self.buf.clear();
+        self.counted = 0;
+        self.input.consume(ws.saturating_add(len));
+        Ok(Some(e))
+    }
+
     /// Checks that only whitespace and comments follow the root.
     fn expect_end(&mut self) -> Result<(), ParseError> {
         match self.next_raw_tag()? {
             None => Ok(()),
             Some(_) => Err(syntax(self.tag_line, format!("element after </{ROOT}>"))),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leading_numbers_parse_as_std_does_at_every_length_and_alignment() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..200_000 {
+            let r = next();
+            let digits = 1 + (r % 24) as usize;
+            let mut s: String = (0..digits)
+                .map(|i| char::from(b'0' + ((r >> (i % 60)) as u8 ^ i as u8) % 10))
+                .collect();
+            let tail = ["", "\"", "\" new_chunk=\"1\"/>", "x", "/", ":", "\u{ff}"];
+            s += tail[(next() % tail.len() as u64) as usize];
+            let pad = (next() % 9) as usize;
+            let padded = format!("{}{s}", "\"".repeat(pad));
+            let want = s[..digits].parse::<u64>().ok();
+            let got = leading_u64(&padded.as_bytes()[pad..]);
+            assert_eq!(got.map(|(v, _)| v), want, "{s:?}");
+            if let Some((_, rest)) = got {
+                assert_eq!(rest, &s.as_bytes()[digits..], "{s:?}");
+            }
+        }
+        assert_eq!(
+            leading_u64(b"18446744073709551615\""),
+            Some((u64::MAX, &b"\""[..]))
+        );
+        assert_eq!(leading_u64(b"18446744073709551616"), None);
+        assert_eq!(
+            leading_u64(b"00000000000000000000000000042x"),
+            Some((42, &b"x"[..]))
+        );
+        assert_eq!(leading_u64(b"\"12345678"), None);
+        assert_eq!(leading_u64(b""), None);
+        // Bytes just outside '0'..='9' on either side.
+        for b in [b'/', b':', 0x2f | 0x80, 0x3a | 0x80, 0xff, 0x00, 0xf9, 0xfa] {
+            let mut s = b"1234567".to_vec();
+            s.push(b);
+            s.extend_from_slice(b"99999999");
+            assert_eq!(leading_u64(&s), Some((1_234_567, &s[7..])), "{b:#x}");
         }
     }
 }

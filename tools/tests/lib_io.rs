@@ -287,3 +287,52 @@ fn reader_reports_lines_and_stops_at_the_root_end() {
     let e = r.next_exception().unwrap_err().to_string();
     assert!(e.starts_with("line 3: old_chunk=\"18446744073709551616\" is not an unsigned decimal number of 64 bits"), "{e}");
 }
+
+#[test]
+fn reader_gives_the_same_exceptions_and_lines_whatever_its_buffer() {
+    // Canonical elements (read in place when the buffer holds them whole),
+    // others (the general parser), comments and blank lines, then an error.
+    let mut text = String::from(
+        "<snap_store dump_version=\"1\" disk_version=\"1\" valid=\"1\" chunk_size=\"1\" cow_sectors=\"99\">\n",
+    );
+    let mut want = Vec::new();
+    for i in 0..40u64 {
+        let e = ex(i * 1_000_003, i + 2);
+        match i % 4 {
+            0 | 1 => {
+                text += &format!(
+                    "  <exception old_chunk=\"{}\" new_chunk=\"{}\"/>\n",
+                    e.old_chunk, e.new_chunk
+                )
+            }
+            2 => {
+                text += &format!(
+                    "\n<exception new_chunk='{}'  old_chunk=\"{}\" />\n",
+                    e.new_chunk, e.old_chunk
+                )
+            }
+            _ => {
+                text += &format!(
+                    "<!-- {i} -->\t<exception old_chunk=\"{}\" new_chunk=\"{}\"/>",
+                    e.old_chunk, e.new_chunk
+                )
+            }
+        }
+        want.push((e, text.lines().count() as u64));
+    }
+    text += "\n  <exception old_chunk=\"x\" new_chunk=\"1\"/>\n";
+    let bad_line = text.lines().count();
+    for cap in [1, 7, 30, 64, 100, 4096] {
+        let mut r = DumpReader::new(std::io::BufReader::with_capacity(cap, text.as_bytes()));
+        r.read_header().unwrap();
+        for (e, line) in &want {
+            assert_eq!(r.next_exception().unwrap(), Some(*e), "capacity {cap}");
+            assert_eq!(r.line(), *line, "capacity {cap}, {e:?}");
+        }
+        let err = r.next_exception().unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("line {bad_line}: ")),
+            "capacity {cap}: {err}"
+        );
+    }
+}

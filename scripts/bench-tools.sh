@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Speed and memory of the offline tools on large stores (host only, no VM).
+#   scripts/bench-tools.sh [--rounds R] [N]   N exceptions (default 10000000)
+#   scripts/bench-tools.sh --smoke            20000 exceptions, one round,
+#                                             nothing kept (the test command
+#                                             runs it so the script cannot rot)
+# Two stores of N exceptions at 4 KiB chunks, as the module allocates them
+# (new_chunk in order), one with origin chunks a permutation of 0..N, one
+# with random 50-bit origin chunks. For each: snap_restore of its dump to a
+# new sparse image, then R timed rounds (after one untimed warm-up, so the
+# page cache is warm) of snap_check, snap_dump, snap_dump --repair and
+# snap_restore --force of the dump over the image. Prints a table (median,
+# min, max wall time, largest RSS) and, unless --smoke, writes it to
+# bench/results/<date>/tools.md and tools.csv. Run it with nothing else on
+# the machine: a build or a guest beside it swings the times.
+. "$(dirname "$0")/lib.sh"
+
+smoke=0 rounds=3 n=10000000
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--smoke) smoke=1 rounds=1 n=20000 ;;
+	--rounds) rounds=$2; shift ;;
+	-*) die "unknown option $1" ;;
+	*) n=$1 ;;
+	esac
+	shift
+done
+[ "$rounds" -ge 1 ] && [ "$n" -ge 1 ] || die "rounds and N must be positive"
+command -v /usr/bin/time >/dev/null || die "GNU time (/usr/bin/time) is missing: scripts/install-deps.sh installs it"
+
+(cd "$TOP" && cargo build --release --locked -q -p dm-snap-tools) || die "building the tools failed"
+BIN=$TOP/target/release
+work=$(mktemp -d "${TMPDIR:-/tmp}/bench-tools.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+# gen KIND: the dump of N exceptions, 4 KiB chunks, 256 per area.
+gen() {
+	python3 - "$1" "$n" <<'EOF'
+import sys
+kind, n = sys.argv[1], int(sys.argv[2])
+EPA, MASK = 256, (1 << 64) - 1
+def mix(x):
+    x = (x + 0x9E3779B97F4A7C15) & MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK
+    return x ^ (x >> 31)
+A = 2654435761  # prime, so i -> i * A mod n is a permutation for n < A
+cow = (2 + (n // EPA + 1) * (EPA + 1) + 16) * 8
+w = sys.stdout.write
+w('<snap_store dump_version="1" disk_version="1" valid="1" chunk_size="8" cow_sectors="%d">\n' % cow)
+out = []
+for i in range(n):
+    old = i * A % n if kind == "perm" else mix(i) >> 14
+    out.append('  <exception old_chunk="%d" new_chunk="%d"/>\n' % (old, 2 + (i // EPA) * (EPA + 1) + i % EPA))
+    if len(out) >= 100000:
+        w("".join(out))
+        out = []
+w("".join(out))
+w("</snap_store>\n")
+EOF
+}
+
+# timed OUT CMD...: run CMD, append "seconds max-rss-KB" to OUT; fail on
+# a nonzero status.
+timed() {
+	local out=$1
+	shift
+	/usr/bin/time -o "$work/t" -f "%e %M" "$@" > /dev/null 2> "$work/err" ||
+		die "$* failed: $(tail -n 3 "$work/err")"
+	cat "$work/t" >> "$out"
+}
+
+rows=()
+# measure LABEL DATA CMD...: one warm-up, then the timed rounds.
+measure() {
+	local label=$1 data=$2 f
+	shift 2
+	f=$work/$data.$label.times
+	: > "$f"
+	"$@" > /dev/null 2>&1 || true
+	for _ in $(seq "$rounds"); do timed "$f" "$@"; done
+	rows+=("$(sort -n "$f" | awk -v l="$label" -v d="$data" '
+		{ t[NR] = $1; if ($2 > m) m = $2 }
+		END { printf "%s|%s|%.2f|%.2f|%.2f|%.1f\n", l, d, t[int((NR + 1) / 2)], t[1], t[NR], m / 1024 }')")
+}
+
+load0=$(cut -d' ' -f1 /proc/loadavg)
+for data in perm rand; do
+	log "$data: generating a dump of $n exceptions"
+	gen "$data" > "$work/$data.xml"
+	img=$work/$data.img
+	f=$work/$data.new.times
+	: > "$f"
+	timed "$f" "$BIN/snap_restore" -i "$work/$data.xml" -o "$img"
+	rows+=("$(awk -v d="$data" '{ printf "restore to a new image|%s|%.2f|%.2f|%.2f|%.1f\n", d, $1, $1, $1, $2 / 1024 }' "$f")")
+	log "$data: $rounds rounds"
+	measure "check" "$data" "$BIN/snap_check" "$img"
+	measure "dump" "$data" "$BIN/snap_dump" "$img"
+	measure "dump --repair" "$data" "$BIN/snap_dump" --repair -q "$img"
+	measure "restore --force over it" "$data" "$BIN/snap_restore" --force -i "$work/$data.xml" -o "$img"
+	rm -f "$img"
+done
+
+table() {
+	echo "| tool | origin chunks | median s | min s | max s | max RSS MB |"
+	echo "|---|---|---|---|---|---|"
+	local r
+	for r in "${rows[@]}"; do echo "| ${r//|/ | } |"; done
+}
+header="$n exceptions, 4 KiB chunks, $rounds rounds after a warm-up, $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), load average $load0 at the start, $(date -u +%Y-%m-%d)"
+echo "$header"
+table
+if [ "$smoke" -eq 0 ]; then
+	dir=$TOP/bench/results/$(date -u +%Y-%m-%d)
+	mkdir -p "$dir"
+	{
+		echo "# Offline tools: $header"
+		echo
+		table
+	} > "$dir/tools.md"
+	{
+		echo "tool,origin_chunks,median_s,min_s,max_s,max_rss_mb"
+		printf '%s\n' "${rows[@]}" | tr '|' ','
+	} > "$dir/tools.csv"
+	log "written: ${dir#"$TOP/"}/tools.md, tools.csv"
+fi
