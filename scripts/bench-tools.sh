@@ -4,6 +4,13 @@
 #   scripts/bench-tools.sh --smoke            20000 exceptions, one round,
 #                                             nothing kept (the test command
 #                                             runs it so the script cannot rot)
+#   scripts/bench-tools.sh --guest [--rounds R] [N]
+#                                             only the read-ahead benchmark in
+#                                             a guest (bench/guest/
+#                                             tools-read-ahead.sh, N default
+#                                             100000): snap_check and snap_dump
+#                                             behind dm-delay (1 ms), with and
+#                                             without read-ahead
 # Two stores of N exceptions at 4 KiB chunks, as the module allocates them
 # (new_chunk in order), one with origin chunks a permutation of 0..N, one
 # with random 50-bit origin chunks. For each: snap_restore of its dump to a
@@ -15,16 +22,43 @@
 # the machine: a build or a guest beside it swings the times.
 . "$(dirname "$0")/lib.sh"
 
-smoke=0 rounds=3 n=10000000
+smoke=0 guest=0 rounds=3 n=""
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--smoke) smoke=1 rounds=1 n=20000 ;;
+	--guest) guest=1 ;;
 	--rounds) rounds=$2; shift ;;
 	-*) die "unknown option $1" ;;
 	*) n=$1 ;;
 	esac
 	shift
 done
+if [ "$guest" -eq 1 ]; then
+	(cd "$TOP" && cargo build --release --locked -q -p dm-snap-tools) || die "building the tools failed"
+	KDIR=$("$TOP/scripts/build-kernel.sh")
+	export KDIR
+	res=$(mktemp -d "${TMPDIR:-/tmp}/bench-tools-guest.XXXXXX")
+	DMSNAP_VMS=1 DMSNAP_RESULTS=$res DMSNAP_BENCH_N=${n:-100000} DMSNAP_BENCH_ROUNDS=$rounds \
+		"$TOP/tests/run-guest.sh" "$TOP/bench/guest/tools-read-ahead.sh" || die "the guest benchmark failed: $res"
+	grep -E '^(bench|bench-summary):|^--- ' "$res/tools-read-ahead.log"
+	dir=$TOP/bench/results/$(date -u +%Y-%m-%d)
+	mkdir -p "$dir"
+	{
+		echo "# Offline tools behind dm-delay (1 ms per I/O), in a guest ($(vm_accel "$KDIR")), $(date -u +%Y-%m-%d)"
+		echo
+		grep '^--- ' "$res/tools-read-ahead.log" | sed 's/^--- //'
+		echo
+		echo "| tool | serial s (median) | read-ahead s (median) | read-ahead / serial |"
+		echo "|---|---|---|---|"
+		sed -n 's/^bench-summary: \(.*\) serial \(.*\) s ahead \(.*\) s ratio \(.*\)/| \1 | \2 | \3 | \4 |/p' "$res/tools-read-ahead.log"
+		echo
+		echo "Each run: $rounds rounds, alternating, page cache dropped before each."
+	} > "$dir/tools-read-ahead.md"
+	cat "$dir/tools-read-ahead.md"
+	log "written: ${dir#"$TOP/"}/tools-read-ahead.md"
+	exit 0
+fi
+n=${n:-10000000}
 [ "$rounds" -ge 1 ] && [ "$n" -ge 1 ] || die "rounds and N must be positive"
 command -v /usr/bin/time >/dev/null || die "GNU time (/usr/bin/time) is missing: scripts/install-deps.sh installs it"
 

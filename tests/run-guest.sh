@@ -59,7 +59,7 @@ run_shard() {
 		console=$RES/console-$shard-$boot.log
 		printf '%s\n' "${remaining[@]}" > "$RES/tests-$shard-$boot.list"
 		setsid "$TOP/scripts/vm.sh" --rwdir "$RES" -- env DMSNAP_SELFTEST="${DMSNAP_SELFTEST:-}" DMSNAP_FAULT_STORES="${DMSNAP_FAULT_STORES:-}" DMSNAP_FAULT_SCENARIOS="${DMSNAP_FAULT_SCENARIOS:-}" \
-			DMSNAP_MILLION_N="${DMSNAP_MILLION_N:-}" DMSNAP_TIMEOUT_FACTOR="${DMSNAP_TIMEOUT_FACTOR:-1}" \
+			DMSNAP_MILLION_N="${DMSNAP_MILLION_N:-}" DMSNAP_BENCH_N="${DMSNAP_BENCH_N:-}" DMSNAP_BENCH_ROUNDS="${DMSNAP_BENCH_ROUNDS:-}" DMSNAP_TIMEOUT_FACTOR="${DMSNAP_TIMEOUT_FACTOR:-1}" \
 			"$TOP/tests/harness/guest-run.sh" "$RES" "$RES/tests-$shard-$boot.list" > "$console" 2>&1 < /dev/null &
 		vm=$!
 		started=$(date +%s)
@@ -164,9 +164,9 @@ KDIR=${KDIR:-$("$TOP/scripts/kernel-dir.sh")}
 export KDIR
 # Under TCG a guest with two vCPUs runs a third slower than one with a
 # single vCPU (vCPUs synchronise on every TLB flush), so guests that share
-# the host's cores get one each. Lockdep and DEBUG_ATOMIC_SLEEP check lock
-# order and atomic context whatever the number of CPUs, and the kernel is
-# preemptible. DMSNAP_VM_CPUS overrides.
+# the host's cores get one each. DEBUG_ATOMIC_SLEEP (and lockdep on the
+# debug kernel) check atomic context and lock order whatever the number of
+# CPUs, and the kernel is preemptible. DMSNAP_VM_CPUS overrides.
 if [ "$vms" -gt 1 ]; then
 	export DMSNAP_VM_CPUS=${DMSNAP_VM_CPUS:-1}
 fi

@@ -413,7 +413,7 @@ fn each_record<I: BlockIo>(
     let mut scan = Scan::new(layout, cow_sectors);
     let mut areas = 0u64;
     while let Ok(Some(aio)) = scan.next_area() {
-        read_area(io, &aio, buf)?;
+        read_area(io, layout, &aio, buf)?;
         areas = areas.saturating_add(1);
         progress.update(areas);
         if scan
@@ -515,7 +515,7 @@ fn check_areas<I: BlockIo, R: FnMut(&Problem)>(
                 break;
             }
         };
-        read_area(io, &aio, &mut buf)?;
+        read_area(io, layout, &aio, &mut buf)?;
         c.summary.areas = c.summary.areas.saturating_add(1);
         let area = aio.area;
         let checked = scan.check_area(&buf, |index, e, broken| {

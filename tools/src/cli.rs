@@ -30,6 +30,17 @@ pub fn force_read_arg() -> Arg {
         )
 }
 
+/// The `--no-read-ahead` option of the reading tools.
+pub fn no_read_ahead_arg() -> Arg {
+    Arg::new("no-read-ahead")
+        .long("no-read-ahead")
+        .action(clap::ArgAction::SetTrue)
+        .help(
+            "Read one metadata area at a time, waiting for each (by default the device is \
+             asked for the next 64 areas ahead)",
+        )
+}
+
 /// The block sizes of `--block-size`.
 ///
 /// # Errors

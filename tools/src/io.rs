@@ -11,6 +11,7 @@ use std::fs::OpenOptions;
 use std::io;
 use std::io::Seek;
 use std::io::SeekFrom;
+use std::num::NonZeroU64;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::os::unix::fs::FileTypeExt;
@@ -45,6 +46,11 @@ pub trait BlockIo {
     /// The backend's error.
     fn sync(&mut self) -> io::Result<()>;
 
+    /// Says that `len` bytes from `offset` will be read soon, so that a
+    /// backend can start reading them now. A hint: it does nothing by
+    /// default, and its errors are ignored.
+    fn will_need(&self, _offset: u64, _len: u64) {}
+
     /// Whether [`BlockIo::set_size`] can change the size (an image file
     /// can, a block device cannot).
     fn resizable(&self) -> bool {
@@ -75,6 +81,7 @@ pub struct FileIo {
     file: File,
     size: u64,
     block_device: bool,
+    read_ahead: bool,
 }
 
 /// Refuses what is neither a regular file nor a block device (a character
@@ -188,7 +195,14 @@ impl FileIo {
             file,
             size,
             block_device,
+            read_ahead: true,
         })
+    }
+
+    /// Turns [`BlockIo::will_need`] off (or on again): every read then
+    /// waits for the device on its own, as a serial reader does.
+    pub fn set_read_ahead(&mut self, on: bool) {
+        self.read_ahead = on;
     }
 
     /// Whether this is a block device (whose size cannot change).
@@ -204,6 +218,20 @@ impl BlockIo for FileIo {
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.file.read_exact_at(buf, offset)
+    }
+
+    /// `posix_fadvise(POSIX_FADV_WILLNEED)`: the kernel starts reading the
+    /// range into the page cache and returns at once, so that the reads of
+    /// many areas are in flight together instead of one after the other.
+    fn will_need(&self, offset: u64, len: u64) {
+        if self.read_ahead && offset < self.size {
+            let _ = rustix::fs::fadvise(
+                &self.file,
+                offset,
+                NonZeroU64::new(len),
+                rustix::fs::Advice::WillNeed,
+            );
+        }
     }
 
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {
@@ -263,6 +291,8 @@ pub struct MemIo {
     pub faults: Vec<Fault>,
     /// Bytes written by successful writes.
     pub bytes_written: u64,
+    /// The offsets given to [`BlockIo::will_need`], in order.
+    pub advised: std::cell::RefCell<Vec<u64>>,
 }
 
 impl MemIo {
@@ -272,6 +302,7 @@ impl MemIo {
             data,
             faults: Vec::new(),
             bytes_written: 0,
+            advised: std::cell::RefCell::new(Vec::new()),
         }
     }
 
@@ -316,6 +347,10 @@ impl BlockIo for MemIo {
             .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
         buf.copy_from_slice(src);
         Ok(())
+    }
+
+    fn will_need(&self, offset: u64, _len: u64) {
+        self.advised.borrow_mut().push(offset);
     }
 
     fn write_at(&mut self, offset: u64, buf: &[u8]) -> io::Result<()> {

@@ -323,7 +323,7 @@ impl<I: BlockIo> Walk<'_, I> {
                 }
                 return Ok(());
             };
-            if let Err(error) = read_area(self.io, &aio, buf) {
+            if let Err(error) = read_area(self.io, layout, &aio, buf) {
                 step(Step::Note(Note::Unreadable {
                     area,
                     chunk: aio.chunk,

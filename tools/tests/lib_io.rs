@@ -336,3 +336,29 @@ fn reader_gives_the_same_exceptions_and_lines_whatever_its_buffer() {
         );
     }
 }
+
+#[test]
+fn a_dump_asks_for_the_areas_ahead_along_the_prefetch_plan_once_each() {
+    // 1-sector chunks: 32 exceptions per area; 3000 exceptions fill 94
+    // areas, more than the read-ahead window.
+    let l = layout(1);
+    let all = kernel_order(l, 3000);
+    let cow = cow_sectors_for(l, &all, 4);
+    let io = MemIo::new(image(l, 1, cow, &all));
+    let mut out = Vec::new();
+    let s = dump(
+        &io,
+        snap_format::BlockSizes::SECTOR,
+        &mut out,
+        &mut Progress::silent(),
+    )
+    .unwrap();
+    let advised = io.advised.borrow();
+    let sector = |a: u64| l.area_io(a).unwrap().sector * 512;
+    // While area a is read, areas up to a + 64 are asked for: every area
+    // after area 0, in order, each once.
+    let want: Vec<u64> = (1..=s.areas - 1 + snap_tools::dump::READ_AHEAD_AREAS)
+        .map(sector)
+        .collect();
+    assert_eq!(*advised, want);
+}

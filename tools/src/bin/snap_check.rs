@@ -28,6 +28,7 @@ use snap_tools::cli::block_size_arg;
 use snap_tools::cli::blocks_from;
 use snap_tools::cli::force_read_arg;
 use snap_tools::cli::json_string;
+use snap_tools::cli::no_read_ahead_arg;
 use snap_tools::io::FileIo;
 use snap_tools::progress::Progress;
 
@@ -79,6 +80,7 @@ fn command() -> Command {
         )
         .arg(force_read_arg())
         .arg(block_size_arg())
+        .arg(no_read_ahead_arg())
 }
 
 /// Where the output goes: human text, a JSON document, or nowhere.
@@ -202,7 +204,8 @@ fn main() -> ExitCode {
         );
     }
     let mut first = true;
-    let result = FileIo::open_read_as(path, !m.get_flag("force")).and_then(|io| {
+    let result = FileIo::open_read_as(path, !m.get_flag("force")).and_then(|mut io| {
+        io.set_read_ahead(!m.get_flag("no-read-ahead"));
         let mut progress = Progress::new("snap_check", "areas", None);
         check(&io, &opts, &mut progress, |p| match mode {
             Mode::Quiet => {}

@@ -28,6 +28,7 @@ use clap::Command;
 use snap_tools::cli::block_size_arg;
 use snap_tools::cli::blocks_from;
 use snap_tools::cli::force_read_arg;
+use snap_tools::cli::no_read_ahead_arg;
 use snap_tools::dump::dump;
 use snap_tools::dump::DumpError;
 use snap_tools::io::FileIo;
@@ -100,6 +101,7 @@ fn command() -> Command {
         )
         .arg(force_read_arg())
         .arg(block_size_arg())
+        .arg(no_read_ahead_arg())
 }
 
 /// Refuses an output that would destroy data before it is opened (opening
@@ -137,8 +139,9 @@ fn run(m: &clap::ArgMatches) -> Result<(), (i32, String)> {
         .get_one::<PathBuf>("device")
         .ok_or_else(|| (2, "no device given".to_string()))?;
     let blocks = blocks_from(m).map_err(|e| (2, format!("--block-size: {e}")))?;
-    let io = FileIo::open_read_as(path, !m.get_flag("force"))
+    let mut io = FileIo::open_read_as(path, !m.get_flag("force"))
         .map_err(|e| (2, format!("{}: {e}", path.display())))?;
+    io.set_read_ahead(!m.get_flag("no-read-ahead"));
     let sink: Box<dyn Write> = match m.get_one::<PathBuf>("output") {
         Some(o) => {
             check_output(path, o)?;

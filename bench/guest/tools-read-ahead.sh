@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Benchmark, not a test (scripts/bench-tools.sh --guest runs it): the
+# offline tools' read-ahead on a slow device. A store of N exceptions (4 KiB
+# chunks, written by snap_restore) lies on a brd disk behind dm-delay, which
+# adds 1 ms to every read and write. snap_check and snap_dump read it with
+# the read-ahead (the default: the next 64 areas asked for with
+# POSIX_FADV_WILLNEED) and with --no-read-ahead (one area at a time),
+# alternating, R rounds, with the page cache dropped before each run.
+# Prints "bench: TOOL MODE SECONDS" per run and a summary line per tool:
+# "bench-summary: TOOL serial S ahead S ratio X" (medians).
+#   DMSNAP_BENCH_N (default 100000), DMSNAP_BENCH_ROUNDS (default 3)
+# timeout: 1800
+. "$DMSNAP_HARNESS/lib.sh"
+. "$DMSNAP_HARNESS/compat-lib.sh"
+
+TOOLS=$(snap_tools release)
+N=${DMSNAP_BENCH_N:-100000}
+R=${DMSNAP_BENCH_ROUNDS:-3}
+modprobe dm-delay || skip "no dm-delay module"
+
+# The store as the module allocates it: 256 exceptions per 4 KiB area.
+cow_chunks=$((2 + (N / 256 + 1) * 257 + 16))
+awk -v n="$N" -v cow=$((cow_chunks * 8)) 'BEGIN {
+	printf "<snap_store dump_version=\"1\" disk_version=\"1\" valid=\"1\" chunk_size=\"8\" cow_sectors=\"%d\">\n", cow
+	for (i = 0; i < n; i++)
+		printf "  <exception old_chunk=\"%d\" new_chunk=\"%d\"/>\n", (i * 7919) % n, 2 + int(i / 256) * 257 + i % 256
+	print "</snap_store>"
+}' > "$TMP/dump.xml"
+make_ram_disks 1 $((cow_chunks * 4))
+dm_remove_all_on_exit
+"$TOOLS/snap_restore" -i "$TMP/dump.xml" -o /dev/ram0 || fail "snap_restore failed"
+dmsetup create slow --table "0 $(sectors /dev/ram0) delay /dev/ram0 0 1"
+note "$N exceptions, $(((N + 255) / 256)) areas, 1 ms added to each I/O"
+
+# run TOOL MODE: one timed run from a cold page cache.
+run() {
+	local flag=() t0 t1
+	[ "$2" = serial ] && flag=(--no-read-ahead)
+	sync
+	echo 3 > /proc/sys/vm/drop_caches
+	t0=$(date +%s%N)
+	case "$1" in
+	check) "$TOOLS/snap_check" "${flag[@]}" /dev/mapper/slow > /dev/null ;;
+	dump) "$TOOLS/snap_dump" "${flag[@]}" -o "$TMP/out.xml" /dev/mapper/slow ;;
+	esac || fail "snap_$1 ${flag[*]} failed"
+	t1=$(date +%s%N)
+	echo "bench: $1 $2 $(((t1 - t0) / 1000000))" | tee -a "$TMP/times"
+}
+
+for _ in $(seq "$R"); do
+	for tool in check dump; do
+		run "$tool" serial
+		run "$tool" ahead
+	done
+done
+cmp -s <(sed -n '2,$p' "$TMP/out.xml") <(sed -n '2,$p' "$TMP/dump.xml") ||
+	fail "snap_dump did not give back the exceptions restored"
+for tool in check dump; do
+	awk -v t="$tool" '
+		function median(a, n,   i, j, x) {
+			for (i = 2; i <= n; i++) { x = a[i]; for (j = i - 1; j > 0 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x }
+			return a[int((n + 1) / 2)]
+		}
+		$2 == t && $3 == "serial" { s[++ns] = $4 }
+		$2 == t && $3 == "ahead" { a[++na] = $4 }
+		END {
+			ms = median(s, ns); ma = median(a, na)
+			printf "bench-summary: snap_%s serial %.3f s ahead %.3f s ratio %.2f\n", t, ms / 1000, ma / 1000, ma / ms
+		}' "$TMP/times"
+done
