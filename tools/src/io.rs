@@ -15,6 +15,7 @@ use std::num::NonZeroU64;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -82,6 +83,12 @@ pub struct FileIo {
     size: u64,
     block_device: bool,
     read_ahead: bool,
+}
+
+/// Whether `a` and `b` are the same file (device and inode), under
+/// whatever names: a tool must never write over its own input.
+pub fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
 }
 
 /// Refuses what is neither a regular file nor a block device (a character

@@ -310,9 +310,12 @@ fn the_dump_itself_as_target_is_refused_and_kept() {
     let link = dir.join("link.xml");
     std::fs::hard_link(&d, &link).unwrap();
     for target in [&d, &link] {
-        let o = run(RESTORE, &["-i", s(&d), "-o", s(target), "--force"]);
-        assert_eq!(o.code, 2, "{}", o.stderr);
-        assert!(o.stderr.contains("is the dump itself"), "{}", o.stderr);
+        expect_exit(
+            RESTORE,
+            &["-i", s(&d), "-o", s(target), "--force"],
+            2,
+            "is the dump itself",
+        );
         assert_eq!(std::fs::read_to_string(&d).unwrap(), dump);
     }
 }
@@ -409,22 +412,9 @@ fn a_huge_attribute_value_is_quoted_cut_short() {
 #[test]
 fn a_character_device_is_neither_dump_target_nor_cow() {
     let (_, d, _) = small_dump("chardev");
-    let o = run(RESTORE, &["-i", s(&d), "-o", "/dev/null"]);
-    assert_eq!(o.code, 2, "{}", o.stderr);
-    assert!(
-        o.stderr
-            .contains("a character device, not an image file or a block device"),
-        "{}",
-        o.stderr
-    );
+    let says = "a character device, not an image file or a block device";
+    expect_exit(RESTORE, &["-i", s(&d), "-o", "/dev/null"], 2, says);
     for tool in [CHECK, DUMP] {
-        let o = run(tool, &["/dev/zero"]);
-        assert_eq!(o.code, 2, "{}", o.stderr);
-        assert!(
-            o.stderr
-                .contains("a character device, not an image file or a block device"),
-            "{}",
-            o.stderr
-        );
+        expect_exit(tool, &["/dev/zero"], 2, says);
     }
 }

@@ -17,7 +17,6 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::io::Write;
 use std::os::unix::fs::FileTypeExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +30,7 @@ use snap_tools::cli::force_read_arg;
 use snap_tools::cli::no_read_ahead_arg;
 use snap_tools::dump::dump;
 use snap_tools::dump::DumpError;
+use snap_tools::io::same_file;
 use snap_tools::io::FileIo;
 use snap_tools::progress::Progress;
 use snap_tools::repair::repair;
@@ -121,7 +121,7 @@ fn check_output(input: &Path, output: &Path) -> Result<(), (i32, String)> {
         ));
     }
     let cow = std::fs::metadata(input).map_err(|e| (2, format!("{}: {e}", input.display())))?;
-    if (out.dev(), out.ino()) == (cow.dev(), cow.ino()) {
+    if same_file(&out, &cow) {
         return Err((
             2,
             format!(

@@ -15,7 +15,6 @@
 
 use std::fs::File;
 use std::io::BufReader;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -25,6 +24,7 @@ use clap::Command;
 use snap_tools::cli::block_size_arg;
 use snap_tools::cli::blocks_from;
 use snap_tools::cli::parse_size_sectors;
+use snap_tools::io::same_file;
 use snap_tools::io::BlockIo;
 use snap_tools::io::FileIo;
 use snap_tools::progress::Progress;
@@ -114,7 +114,7 @@ fn run(m: &clap::ArgMatches) -> Result<(), (i32, String)> {
         ));
     }
     if let Ok(out) = std::fs::metadata(output) {
-        if (out.dev(), out.ino()) == (dump.dev(), dump.ino()) {
+        if same_file(&out, &dump) {
             return Err((
                 2,
                 format!(

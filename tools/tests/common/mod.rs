@@ -133,6 +133,20 @@ pub fn run(bin: &str, args: &[&str]) -> Output {
     }
 }
 
+/// Runs a tool that must fail with exit status `code`, saying `says` on
+/// standard output or standard error; returns its output.
+pub fn expect_exit(bin: &str, args: &[&str], code: i32, says: &str) -> Output {
+    let o = run(bin, args);
+    assert_eq!(o.code, code, "{bin} {args:?}: {}", o.stderr);
+    assert!(
+        o.stderr.contains(says) || o.stdout.contains(says),
+        "{bin} {args:?} does not say {says:?}: {}{}",
+        o.stdout,
+        o.stderr
+    );
+    o
+}
+
 pub fn write(path: &Path, bytes: impl AsRef<[u8]>) {
     std::fs::write(path, bytes).unwrap();
 }
