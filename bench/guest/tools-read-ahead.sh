@@ -8,7 +8,8 @@
 # alternating, R rounds, with the page cache dropped before each run.
 # Prints "bench: TOOL MODE SECONDS" per run and a summary line per tool:
 # "bench-summary: TOOL serial S ahead S ratio X" (medians).
-#   DMSNAP_BENCH_N (default 100000), DMSNAP_BENCH_ROUNDS (default 3)
+#   DMSNAP_BENCH_N (default 100000), DMSNAP_BENCH_ROUNDS (default 3),
+#   DMSNAP_BENCH_DELAY_MS (default 1)
 # timeout: 1800
 . "$DMSNAP_HARNESS/lib.sh"
 . "$DMSNAP_HARNESS/compat-lib.sh"
@@ -16,6 +17,7 @@
 TOOLS=$(snap_tools release)
 N=${DMSNAP_BENCH_N:-100000}
 R=${DMSNAP_BENCH_ROUNDS:-3}
+D=${DMSNAP_BENCH_DELAY_MS:-1}
 modprobe dm-delay || skip "no dm-delay module"
 
 # The store as the module allocates it: 256 exceptions per 4 KiB area.
@@ -29,16 +31,18 @@ awk -v n="$N" -v cow=$((cow_chunks * 8)) 'BEGIN {
 make_ram_disks 1 $((cow_chunks * 4))
 dm_remove_all_on_exit
 "$TOOLS/snap_restore" -i "$TMP/dump.xml" -o /dev/ram0 || fail "snap_restore failed"
-dmsetup create slow --table "0 $(sectors /dev/ram0) delay /dev/ram0 0 1"
-note "$N exceptions, $(((N + 255) / 256)) areas, 1 ms added to each I/O"
+dmsetup create slow --table "0 $(sectors /dev/ram0) delay /dev/ram0 0 $D"
+note "$N exceptions, $(((N + 255) / 256)) areas, $D ms added to each I/O"
 
-dm=$(basename "$(readlink -f /dev/mapper/slow)")
+dm=$(dmsetup info -c --noheadings -o blkdevname slow | tr -d " ")
 
 # run TOOL MODE [DEV]: one timed run from a cold page cache; the reads the
 # device completed and the milliseconds they spent, from its statistics.
 run() {
 	local flag=() t0 t1 dev=${3:-/dev/mapper/slow} r0 r1
 	[ "$2" = serial ] && flag=(--no-read-ahead)
+	# The disk under the delay is held by it.
+	[ "$dev" = /dev/mapper/slow ] || flag+=(--force)
 	sync
 	echo 3 > /proc/sys/vm/drop_caches
 	read -ra r0 < "/sys/block/$dm/stat"
