@@ -8,7 +8,7 @@
 # `# Examples` block of rust/ (suite dm_snap_doc_examples). Each KUnit case
 # is reported to the host as a test of its own.
 # timeout: 180
-# cost: 12
+# cost: 8
 . "$DMSNAP_HARNESS/lib.sh"
 
 ko=$TOP/rust/dm_snap_kunit.ko

@@ -3,7 +3,7 @@
 # old data after the origin is overwritten, and still does after a table
 # reload and after the snapshot is removed and created again from its COW.
 # timeout: 180
-# cost: 18
+# cost: 11
 . "$DMSNAP_HARNESS/lib.sh"
 
 load_dm_snapshot c

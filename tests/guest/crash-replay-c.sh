@@ -3,10 +3,9 @@
 # Documentation/crash-model.md), for comparison: the same workloads as
 # crash-replay-ours.sh, over at least 500 points; the C store's losses are
 # reported, named by point, and not judged. Measured on the 2-core
-# development machine under TCG: about 9 min beside another guest (6.5 min
-# alone for ours).
+# development machine under TCG: about 3.5 min beside another guest.
 # timeout: 1200
-# cost: 527
+# cost: 220
 . "$DMSNAP_HARNESS/lib.sh"
 . "$DMSNAP_HARNESS/crash-replay-lib.sh"
 

@@ -4,9 +4,9 @@
 # point must lose nothing and activate everywhere, over at least 500
 # points; and the oracle's self-test, the same log without one commit's
 # metadata write, must report the loss. Measured on the 2-core development
-# machine under TCG: about 6.5 min alone, 8 min beside another guest.
+# machine under TCG: about 3 min alone, 3.5 min beside another guest.
 # timeout: 1200
-# cost: 470
+# cost: 209
 . "$DMSNAP_HARNESS/lib.sh"
 . "$DMSNAP_HARNESS/crash-replay-lib.sh"
 

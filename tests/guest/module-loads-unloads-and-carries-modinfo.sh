@@ -2,7 +2,7 @@
 # Our module carries its name, the aliases dm-snapshot asks for, a
 # description and the GPL license, and loads and unloads cleanly.
 # timeout: 60
-# cost: 8
+# cost: 7
 . "$DMSNAP_HARNESS/lib.sh"
 
 [ -f "$MODULE_KO" ] || fail "$MODULE_KO not built"

@@ -3,7 +3,7 @@
 # snapshot table is refused with dm's own message while N still works.
 # Loading it again with the default brings the C store back in the same boot.
 # timeout: 180
-# cost: 11
+# cost: 8
 . "$DMSNAP_HARNESS/lib.sh"
 
 make_ram_disks 2 4096

@@ -13,7 +13,7 @@
 # its areas through dm-bufio, cannot activate such a COW without a kernel
 # warning. Ours reads areas of such chunks with dm-io.
 # timeout: 300
-# cost: 28
+# cost: 13
 . "$DMSNAP_HARNESS/lib.sh"
 
 make_pattern "$TMP/orig" 4096

@@ -10,7 +10,7 @@
 # load, record 5 on disk must be zero for our store (and the kernel log names
 # the garbage); the C store's disk is printed for information.
 # timeout: 180
-# cost: 32
+# cost: 15
 . "$DMSNAP_HARNESS/lib.sh"
 . "$DMSNAP_HARNESS/failure-lib.sh"
 

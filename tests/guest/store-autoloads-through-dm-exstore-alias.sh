@@ -6,7 +6,7 @@
 # snapshot works, and after cleanup the module unloads and the installed
 # copy is removed again (the alias no longer resolves).
 # timeout: 180
-# cost: 40
+# cost: 21
 . "$DMSNAP_HARNESS/lib.sh"
 . "$DMSNAP_HARNESS/failure-lib.sh"
 

@@ -19,7 +19,7 @@
 # CONFIG_SYMBOLIC_ERRNAME) and the store's messages are the same for both
 # stores.
 # timeout: 240
-# cost: 90
+# cost: 43
 . "$DMSNAP_HARNESS/lib.sh"
 . "$DMSNAP_HARNESS/failure-lib.sh"
 

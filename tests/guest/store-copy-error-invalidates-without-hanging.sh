@@ -14,7 +14,7 @@
 #    failed chunk missing: C's behaviour, recorded here as such).
 # Same observations with our store as with the C store.
 # timeout: 240
-# cost: 48
+# cost: 39
 . "$DMSNAP_HARNESS/lib.sh"
 . "$DMSNAP_HARNESS/failure-lib.sh"
 

@@ -18,7 +18,7 @@
 #     50 chunks written) is loaded as "Invalid" by the other, both ways; the
 #     header chunk each store leaves is the same, snap_dump shows valid="0".
 # timeout: 600
-# cost: 246
+# cost: 109
 . "$DMSNAP_HARNESS/lib.sh"
 . "$DMSNAP_HARNESS/compat-lib.sh"
 

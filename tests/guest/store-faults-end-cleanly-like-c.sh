@@ -17,7 +17,7 @@
 # the 2-core development machine under TCG, one guest alone: 235 s (C 117
 # s, ours 87 s of fault_run; about 330 points each).
 # timeout: 1800
-# cost: 596
+# cost: 160
 . "$DMSNAP_HARNESS/lib.sh"
 
 crash_bin fault_run

@@ -4,7 +4,7 @@
 # 4 KiB chunks it reports 24/200 sectors, which lvm2 shows as 12.00%.
 # Same figures from our store as from the C store.
 # timeout: 240
-# cost: 30
+# cost: 18
 . "$DMSNAP_HARNESS/lib.sh"
 
 observe() {

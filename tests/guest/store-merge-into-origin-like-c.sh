@@ -10,7 +10,7 @@
 # our store as with the C store, including the COW device left behind (byte
 # for byte).
 # timeout: 400
-# cost: 52
+# cost: 38
 . "$DMSNAP_HARNESS/lib.sh"
 
 # The same data for both stores.

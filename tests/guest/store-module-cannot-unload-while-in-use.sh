@@ -4,7 +4,7 @@
 # snapshot is removed the refcount is back to 0 and the module unloads
 # cleanly (no kernel splat: the runner checks the log).
 # timeout: 120
-# cost: 18
+# cost: 12
 . "$DMSNAP_HARNESS/lib.sh"
 . "$DMSNAP_HARNESS/failure-lib.sh"
 

@@ -12,7 +12,7 @@
 # snapshot shows the origin. The C store writes the header first; what it
 # shows is printed for information, not asserted.
 # timeout: 240
-# cost: 56
+# cost: 20
 . "$DMSNAP_HARNESS/lib.sh"
 . "$DMSNAP_HARNESS/failure-lib.sh"
 

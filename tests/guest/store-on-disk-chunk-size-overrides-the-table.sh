@@ -6,7 +6,7 @@
 # 8 KiB chunks, the snapshot still holds the origin's old data, and new
 # exceptions after the reload take 8 KiB chunks too. Same with both stores.
 # timeout: 240
-# cost: 48
+# cost: 22
 . "$DMSNAP_HARNESS/lib.sh"
 . "$DMSNAP_HARNESS/failure-lib.sh"
 

@@ -2,7 +2,7 @@
 # Writes to the origin leave the snapshot's view of the old data intact, and
 # writes to the snapshot leave the origin untouched, with both stores alike.
 # timeout: 180
-# cost: 38
+# cost: 26
 . "$DMSNAP_HARNESS/lib.sh"
 
 make_pattern "$TMP/old" 256

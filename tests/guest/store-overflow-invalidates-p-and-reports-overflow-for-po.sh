@@ -12,7 +12,7 @@
 #     snapshot is valid again with its 6 exceptions and data.
 # Same observations with our store as with the C store.
 # timeout: 300
-# cost: 124
+# cost: 45
 . "$DMSNAP_HARNESS/lib.sh"
 . "$DMSNAP_HARNESS/failure-lib.sh"
 

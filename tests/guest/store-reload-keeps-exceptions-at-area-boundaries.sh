@@ -6,7 +6,7 @@
 # again: the snapshot keeps its data, no metadata is overwritten, and the COW
 # device ends up byte-identical to what the C store writes.
 # timeout: 400
-# cost: 121
+# cost: 84
 . "$DMSNAP_HARNESS/lib.sh"
 
 # The same data for both stores.

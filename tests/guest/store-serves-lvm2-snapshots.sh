@@ -15,7 +15,7 @@
 # lvm2 runs without udev, lvmetad, dmeventd and lvmpolld; VG and PV are
 # removed at the end.
 # timeout: 500
-# cost: 192
+# cost: 79
 . "$DMSNAP_HARNESS/lib.sh"
 . "$DMSNAP_HARNESS/compat-lib.sh"
 

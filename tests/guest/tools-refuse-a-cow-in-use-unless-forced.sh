@@ -3,7 +3,7 @@
 # of a live snapshot is refused (exit 2, "in use"), and read with --force.
 # Once the snapshot is gone the same commands read it without --force.
 # timeout: 240
-# cost: 12
+# cost: 10
 . "$DMSNAP_HARNESS/lib.sh"
 . "$DMSNAP_HARNESS/compat-lib.sh"
 

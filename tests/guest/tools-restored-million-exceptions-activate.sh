@@ -17,7 +17,7 @@
 # of their COW chunks. The C store then does the same (same status); the
 # activation times of both are printed (ours ~13 s under TCG).
 # timeout: 600
-# cost: 175
+# cost: 67
 . "$DMSNAP_HARNESS/lib.sh"
 . "$DMSNAP_HARNESS/compat-lib.sh"
 
