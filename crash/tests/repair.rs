@@ -386,3 +386,70 @@ fn records_filling_the_last_area_of_the_device_give_up_one_for_the_end_marker() 
         "no room",
     );
 }
+
+/// A device whose area at `offset` fails its first read only, as a
+/// device in trouble (or in use) can.
+struct FailsOnce {
+    inner: MemIo,
+    offset: u64,
+    failed: std::cell::Cell<bool>,
+}
+
+impl snap_tools::io::BlockIo for FailsOnce {
+    fn size(&self) -> std::io::Result<u64> {
+        self.inner.size()
+    }
+
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        if offset == self.offset && !self.failed.replace(true) {
+            return Err(std::io::Error::other("injected once"));
+        }
+        self.inner.read_at(offset, buf)
+    }
+
+    fn write_at(&mut self, _: u64, _: &[u8]) -> std::io::Result<()> {
+        unreachable!("the repair writes nothing")
+    }
+
+    fn sync(&mut self) -> std::io::Result<()> {
+        unreachable!("the repair writes nothing")
+    }
+}
+
+#[test]
+fn passes_that_read_other_records_than_the_first_leave_an_unclosed_dump() {
+    // Area 1 maps an origin chunk of area 0 again, so the repair reads the
+    // areas more than once; its first read of area 1 fails.
+    let b = base(0);
+    let all = records(&b);
+    let epa = b.layout.exceptions_per_area() as usize;
+    let mut img = b.image.clone();
+    put(
+        &b,
+        &mut img,
+        1,
+        0,
+        Exception {
+            old_chunk: all[0].old_chunk,
+            ..all[epa]
+        },
+    );
+    let cb = u64::from(b.layout.chunk_bytes());
+    let io = FailsOnce {
+        inner: MemIo::new(img),
+        offset: b.layout.area_location(1).unwrap() * cb,
+        failed: std::cell::Cell::new(false),
+    };
+    let mut dump = Vec::new();
+    let e = repair(
+        &io,
+        &opts(false, false),
+        &mut dump,
+        &mut Progress::silent(),
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(matches!(e, RepairError::Changed), "{e}");
+    assert_eq!(e.exit_code(), 2);
+    assert!(!String::from_utf8_lossy(&dump).contains("</snap_store>"));
+}

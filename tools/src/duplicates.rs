@@ -242,7 +242,7 @@ impl OldChunkDuplicates {
 
     /// Whether a later exception maps `chunk` again, after a pass of
     /// [`Self::count`]: true for every occurrence of a duplicated chunk
-    /// but the last (the one dm-snapshot's exception table keeps).
+    /// but the last.
     pub fn is_superseded(&mut self, chunk: u64) -> bool {
         let Ok(i) = self.values.binary_search(&chunk) else {
             return false;

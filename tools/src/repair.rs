@@ -12,13 +12,26 @@
 //!   or on a metadata chunk, `old_chunk` too large);
 //! - a record whose `new_chunk` an earlier kept record claims (the first
 //!   claim wins; [`NewChunks`]);
-//! - every mapping of an origin chunk but the last, which is the one
-//!   dm-snapshot's exception table keeps ([`OldChunkFilter`], with more
-//!   passes over the areas only when two origin chunks may be equal);
+//! - every mapping of an origin chunk but the last, the newest commit
+//!   ([`OldChunkFilter`], with more passes over the areas only when two
+//!   origin chunks may be equal). Which one dm-snapshot would use depends
+//!   on the order in its hash table's slot, which depends on the table's
+//!   size: the module cannot be followed here;
 //! - records after the end marker, which the module ignores;
 //! - when the kept records exactly fill their last area and the area after
 //!   it lies beyond the device, the last one, since the end marker needs
 //!   that room.
+//!
+//! The rules apply in that order: a record that lost its COW chunk to an
+//! earlier one stays dropped even if the earlier one is then dropped for
+//! its origin chunk (records `5/10`, `5/11`, `7/10` keep only `5/11`). A
+//! damaged store is ambiguous either way; this order settles the COW
+//! chunks in the first pass.
+//!
+//! Every pass over the areas must read what the first read (a digest of
+//! each step is compared): a device that changes, or a read that fails
+//! only once, ends the repair with [`RepairError::Changed`] and a dump
+//! without its closing element, which `snap_restore` refuses.
 //!
 //! The store ends at the first end marker, as for the module. Going on past
 //! it ([`RepairOptions::past_end_marker`]) takes the records of the later
@@ -111,9 +124,9 @@ impl fmt::Display for DropReason {
         match self {
             Self::Rule(e) => write!(f, "{e}"),
             Self::NewChunkTaken => f.write_str("its COW chunk belongs to an earlier record"),
-            Self::OldChunkRemapped => f.write_str(
-                "a later record maps the same origin chunk (dm-snapshot uses the last mapping)",
-            ),
+            Self::OldChunkRemapped => {
+                f.write_str("a later record maps the same origin chunk (the last mapping is kept)")
+            }
             Self::AfterEndMarker => {
                 f.write_str("it lies at or after the end marker (the module ignores it)")
             }
@@ -207,6 +220,9 @@ pub enum RepairError {
     Invalid,
     /// Writing the dump failed.
     Output(io::Error),
+    /// A pass over the areas read other records than the first (the
+    /// device changed, or a read failed in one pass only).
+    Changed,
 }
 
 impl RepairError {
@@ -215,7 +231,7 @@ impl RepairError {
     /// can be salvaged.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Header(HeaderError::Io(_)) | Self::Output(_) => 2,
+            Self::Header(HeaderError::Io(_)) | Self::Output(_) | Self::Changed => 2,
             Self::Header(HeaderError::TooSmall { .. } | HeaderError::LooksLikeXml)
             | Self::Unusable(_)
             | Self::NoStore
@@ -242,6 +258,10 @@ impl fmt::Display for RepairError {
                  them anyway",
             ),
             Self::Output(e) => write!(f, "writing the dump failed: {e}"),
+            Self::Changed => f.write_str(
+                "the passes over the metadata read different records (the device changed, \
+                 or a read failed only once): repair it while nothing else uses it",
+            ),
         }
     }
 }
@@ -305,10 +325,47 @@ struct Walk<'a, I> {
 }
 
 impl<I: BlockIo> Walk<'_, I> {
+    /// One walk, handing each step to `step`; returns a digest of all the
+    /// steps, so that the caller can tell that every pass saw the same.
     fn run<F: FnMut(Step) -> Result<(), RepairError>>(
         &self,
         buf: &mut [u8],
         mut step: F,
+    ) -> Result<u64, RepairError> {
+        let mut digest = 0u64;
+        let mut step = |s: Step| {
+            let (a, b, c) = match &s {
+                Step::Kept(area, index, e) => {
+                    (area ^ u64::from(*index) << 40, e.old_chunk, e.new_chunk)
+                }
+                Step::Note(Note::Dropped {
+                    area,
+                    index,
+                    exception,
+                    ..
+                }) => (
+                    !(area ^ u64::from(*index) << 40),
+                    exception.old_chunk,
+                    exception.new_chunk,
+                ),
+                Step::Note(Note::EndMarker { area, index }) => (1, *area, u64::from(*index)),
+                Step::Note(Note::Unreadable { area, .. }) => (2, *area, 0),
+                Step::Note(Note::AreaBeyondDevice { area }) => (3, *area, 0),
+                Step::Area => (4, 0, 0),
+            };
+            for v in [a, b, c] {
+                digest = (digest ^ v).wrapping_mul(0x0100_0000_01b3).rotate_left(17);
+            }
+            step(s)
+        };
+        self.walk(buf, &mut step)?;
+        Ok(digest)
+    }
+
+    fn walk<F: FnMut(Step) -> Result<(), RepairError>>(
+        &self,
+        buf: &mut [u8],
+        step: &mut F,
     ) -> Result<(), RepairError> {
         let layout = self.layout;
         let cow_chunks = layout.device_chunks(self.cow_sectors);
@@ -432,7 +489,7 @@ where
         "areas",
         Some(layout.device_areas(info.cow_sectors)),
     );
-    walk.run(&mut buf, |s| {
+    let first = walk.run(&mut buf, |s| {
         match s {
             Step::Kept(_, _, e) => {
                 kept = kept.saturating_add(1);
@@ -452,23 +509,32 @@ where
         Ok(())
     })?;
     progress.finish();
+    // Every later pass must see what the first saw: what it decided
+    // (the records kept, the origin chunks mapped twice) rests on it.
+    let same = |digest: u64| {
+        if digest == first {
+            Ok(())
+        } else {
+            Err(RepairError::Changed)
+        }
+    };
     for pass in 0..filter.start_second_passes() {
-        walk.run(&mut buf, |s| {
+        same(walk.run(&mut buf, |s| {
             if let Step::Kept(_, _, e) = s {
                 filter.feed_again(pass, e.old_chunk);
             }
             Ok(())
-        })?;
+        })?)?;
         filter.end_pass();
     }
     let mut remapped = filter.finish();
     if !remapped.is_empty() {
-        walk.run(&mut buf, |s| {
+        same(walk.run(&mut buf, |s| {
             if let Step::Kept(_, _, e) = s {
                 remapped.count(e.old_chunk);
             }
             Ok(())
-        })?;
+        })?)?;
     }
     let superseded = remapped.superseded();
 
@@ -492,7 +558,7 @@ where
     };
     xml::write_header(out, &header).map_err(RepairError::Output)?;
     let mut written = 0u64;
-    walk.run(&mut buf, |s| {
+    let last = walk.run(&mut buf, |s| {
         let Step::Kept(area, index, e) = s else {
             return Ok(());
         };
@@ -520,6 +586,9 @@ where
         }
         Ok(())
     })?;
+    // A dump of other records than were counted is not closed, so that
+    // snap_restore refuses it.
+    same(last)?;
     xml::write_footer(out).map_err(RepairError::Output)?;
     summary.kept = written;
     summary.header = Some(header);

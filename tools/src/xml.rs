@@ -623,7 +623,12 @@ impl<R: BufRead> DumpReader<R> {
         if self.counted != self.buf.len() {
             return Ok(None);
         }
-        let avail = self.input.fill_buf()?;
+        let avail = match self.input.fill_buf() {
+            Ok(avail) => avail,
+            // The general path retries it.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
         let ws = avail.iter().take_while(|b| is_space(**b)).count();
         let Some(rest) = avail.get(ws..) else {
             return Ok(None);

@@ -122,7 +122,7 @@ enum ScanPhase {
 /// | an area to read lies beyond the device end (previous area full) | no (its read fails) | [`Error::AreaBeyondDevice`] before any read |
 /// | nonzero bytes in/after the end-marker record | no (ignored) | ignored as in C, reported as [`Warning::GarbageAfterEndMarker`], cleared by [`Pstore::from_scan`] and written back at activation ([`Pstore::cleanup_write`]) so that no later crash can revive them |
 /// | duplicate `new_chunk` | no | [`Error::DuplicateNewChunk`], found by the caller with [`ChunkBits`] (one bit per chunk up to the highest `new_chunk`) and named with [`find_new_chunk`] |
-/// | duplicate `old_chunk` | no | not checked: dm-snapshot's hash table keeps the last one, as with C |
+/// | duplicate `old_chunk` | no | not checked, as with C: which mapping dm-snapshot's hash table returns depends on the order in the slot |
 /// | `new_chunk` outside the stretch of its own area | no | not checked: stores written by old kernels committed out of order |
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scan {
