@@ -17,6 +17,13 @@ export DM_DISABLE_UDEV=1 LVM_SUPPRESS_FD_WARNINGS=1
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug 2>/dev/null
 echo "kernel $(uname -r), $(nproc) cpus" > "$res/guest-info"
+# The hung-task detector's timeout (30 s in kernel/guest.config) is scaled
+# like the tests' deadlines: on the debug kernel a KUnit case that fails
+# each allocation in turn keeps insmod waiting for it longer than that.
+ht=/proc/sys/kernel/hung_task_timeout_secs
+if [ -w "$ht" ] && [ "$(cat "$ht")" -gt 0 ]; then
+	echo $(($(cat "$ht") * ${DMSNAP_TIMEOUT_FACTOR:-1})) > "$ht"
+fi
 
 for t in "${tests[@]}"; do
 	name=$(basename "$t" .sh)
