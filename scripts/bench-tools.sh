@@ -62,36 +62,21 @@ n=${n:-10000000}
 [ "$rounds" -ge 1 ] && [ "$n" -ge 1 ] || die "rounds and N must be positive"
 command -v /usr/bin/time >/dev/null || die "GNU time (/usr/bin/time) is missing: scripts/install-deps.sh installs it"
 
-(cd "$TOP" && cargo build --release --locked -q -p dm-snap-tools) || die "building the tools failed"
+(cd "$TOP" && cargo build --release --locked -q -p dm-snap-tools -p dm-snap-crash) || die "building the tools failed"
 BIN=$TOP/target/release
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench-tools.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
-# gen KIND: the dump of N exceptions, 4 KiB chunks, 256 per area.
+# gen KIND: the dump of N exceptions, 4 KiB chunks, 256 per area, in the
+# store's allocation order (crash_workload, as the million-exception test
+# makes its dump): origin chunks a permutation of 0..N (i * 2654435761 mod
+# N, a prime above any N here) or random 50-bit values.
 gen() {
-	python3 - "$1" "$n" <<'EOF'
-import sys
-kind, n = sys.argv[1], int(sys.argv[2])
-EPA, MASK = 256, (1 << 64) - 1
-def mix(x):
-    x = (x + 0x9E3779B97F4A7C15) & MASK
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK
-    return x ^ (x >> 31)
-A = 2654435761  # prime, so i -> i * A mod n is a permutation for n < A
-cow = (2 + (n // EPA + 1) * (EPA + 1) + 16) * 8
-w = sys.stdout.write
-w('<snap_store dump_version="1" disk_version="1" valid="1" chunk_size="8" cow_sectors="%d">\n' % cow)
-out = []
-for i in range(n):
-    old = i * A % n if kind == "perm" else mix(i) >> 14
-    out.append('  <exception old_chunk="%d" new_chunk="%d"/>\n' % (old, 2 + (i // EPA) * (EPA + 1) + i % EPA))
-    if len(out) >= 100000:
-        w("".join(out))
-        out = []
-w("".join(out))
-w("</snap_store>\n")
-EOF
+	local cow=$(((2 + (n / 256 + 1) * 257 + 16) * 8))
+	case "$1" in
+	perm) "$BIN/crash_workload" permutation-dump "$n" 256 2654435761 "$cow" ;;
+	rand) "$BIN/crash_workload" random-dump "$n" 256 "$cow" ;;
+	esac
 }
 
 # timed OUT CMD...: run CMD, append "seconds max-rss-KB" to OUT; fail on

@@ -21,13 +21,10 @@ D=${DMSNAP_BENCH_DELAY_MS:-1}
 modprobe dm-delay || skip "no dm-delay module"
 
 # The store as the module allocates it: 256 exceptions per 4 KiB area.
+crash_bin crash_workload
+[ $((N % 7919)) -ne 0 ] || fail "DMSNAP_BENCH_N=$N is a multiple of 7919"
 cow_chunks=$((2 + (N / 256 + 1) * 257 + 16))
-awk -v n="$N" -v cow=$((cow_chunks * 8)) 'BEGIN {
-	printf "<snap_store dump_version=\"1\" disk_version=\"1\" valid=\"1\" chunk_size=\"8\" cow_sectors=\"%d\">\n", cow
-	for (i = 0; i < n; i++)
-		printf "  <exception old_chunk=\"%d\" new_chunk=\"%d\"/>\n", (i * 7919) % n, 2 + int(i / 256) * 257 + i % 256
-	print "</snap_store>"
-}' > "$TMP/dump.xml"
+"$BIN/crash_workload" permutation-dump "$N" 256 7919 $((cow_chunks * 8)) > "$TMP/dump.xml"
 make_ram_disks 1 $((cow_chunks * 4))
 dm_remove_all_on_exit
 "$TOOLS/snap_restore" -i "$TMP/dump.xml" -o /dev/ram0 || fail "snap_restore failed"

@@ -24,6 +24,8 @@
 //!     maps origin chunk (i * MUL) mod N (a permutation when MUL and N are
 //!     coprime) to the i-th data chunk of the COW device,
 //!     2 + (i / PER_AREA) * (PER_AREA + 1) + i % PER_AREA
+//! crash_workload random-dump N PER_AREA COW_SECTORS
+//!     the same with random 50-bit origin chunks
 //! crash_workload dm create NAME TABLE | reload NAME TABLE | suspend NAME |
 //!                   resume NAME | status NAME | remove NAME... |
 //!                   wait-merged NAME
@@ -60,7 +62,7 @@ fn usage() -> io::Error {
         io::ErrorKind::InvalidInput,
         "usage: crash_workload fill DEV [BYTES] | garbage COW CHUNK_SECTORS RECORDS | \
          write LOGDEV ORIGIN|- SNAPSHOT|- COUNT QD SEED FIRST_ID RANGE | mark LOGDEV TEXT | \
-         permutation-dump N PER_AREA MUL COW_SECTORS | \
+         permutation-dump N PER_AREA MUL COW_SECTORS | random-dump N PER_AREA COW_SECTORS | \
          dm create|reload NAME TABLE | dm suspend|resume|status|wait-merged NAME | dm remove NAME...",
     )
 }
@@ -273,8 +275,24 @@ fn dm(args: &[String]) -> io::Result<()> {
 /// The dump of `permutation-dump`, written in the format of snap_dump
 /// (tools/README.md) without using the tools' writer.
 fn permutation_dump(n: u64, per_area: u64, mul: u64, cow_sectors: u64) -> io::Result<()> {
+    if n == 0 {
+        return Err(usage());
+    }
+    exception_dump(n, per_area, cow_sectors, |i| {
+        (u128::from(i) * u128::from(mul) % u128::from(n)) as u64
+    })
+}
+
+/// A dump of `n` exceptions in the store's allocation order, exception `i`
+/// mapping origin chunk `old_of(i)`.
+fn exception_dump(
+    n: u64,
+    per_area: u64,
+    cow_sectors: u64,
+    old_of: impl Fn(u64) -> u64,
+) -> io::Result<()> {
     use std::io::Write;
-    if n == 0 || per_area == 0 {
+    if per_area == 0 {
         return Err(usage());
     }
     let mut out = io::BufWriter::with_capacity(1 << 20, io::stdout().lock());
@@ -283,7 +301,7 @@ fn permutation_dump(n: u64, per_area: u64, mul: u64, cow_sectors: u64) -> io::Re
         "<snap_store dump_version=\"1\" disk_version=\"1\" valid=\"1\" chunk_size=\"8\" cow_sectors=\"{cow_sectors}\">"
     )?;
     for i in 0..n {
-        let old = u128::from(i) * u128::from(mul) % u128::from(n);
+        let old = old_of(i);
         let new = 2 + i / per_area * (per_area + 1) + i % per_area;
         writeln!(
             out,
@@ -315,6 +333,12 @@ fn run(args: &[String]) -> io::Result<()> {
             num(args.get(2))?,
             num(args.get(3))?,
             num(args.get(4))?,
+        ),
+        Some("random-dump") => exception_dump(
+            num(args.get(1))?,
+            num(args.get(2))?,
+            num(args.get(3))?,
+            |i| mix(i) >> 14,
         ),
         Some("write") => {
             let mut devs = Vec::new();
