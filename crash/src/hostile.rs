@@ -701,14 +701,24 @@ pub fn repaired(image: &[u8]) -> io::Result<Option<(Vec<u8>, u64)>> {
     let Ok(summary) = repair(&io, &opts, &mut dump, &mut Progress::silent(), |_| {}) else {
         return Ok(None);
     };
-    let mut target = io;
+    Ok(Some((write_back(io.data, &dump)?, summary.kept)))
+}
+
+/// `image` with `dump` written over it by `snap_restore --force`: in
+/// place, as a repair is written back (the data chunks stay).
+///
+/// # Errors
+///
+/// The restore's error.
+pub fn write_back(image: Vec<u8>, dump: &[u8]) -> io::Result<Vec<u8>> {
+    let mut target = MemIo::new(image);
     let ro = RestoreOptions {
         force: true,
         ..RestoreOptions::default()
     };
-    restore(|| Ok(&dump[..]), &mut target, &ro, &mut Progress::silent())
+    restore(|| Ok(dump), &mut target, &ro, &mut Progress::silent())
         .map_err(|e| io::Error::other(format!("restoring the repaired dump: {e}")))?;
-    Ok(Some((target.data, summary.kept)))
+    Ok(target.data)
 }
 
 /// What the format core says the store must do with an image.

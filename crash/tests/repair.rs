@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::collections::HashSet;
 
+use snap_crash::hostile;
 use snap_crash::hostile::bases;
 use snap_crash::hostile::expect;
 use snap_crash::hostile::mutants;
@@ -33,8 +34,6 @@ use snap_tools::repair::DropReason;
 use snap_tools::repair::Note;
 use snap_tools::repair::RepairError;
 use snap_tools::repair::RepairOptions;
-use snap_tools::restore::restore;
-use snap_tools::restore::RestoreOptions;
 use snap_tools::xml::DumpReader;
 
 fn opts(salvage_invalid: bool, past_end_marker: bool) -> RepairOptions {
@@ -146,14 +145,8 @@ fn run_repair(io: &MemIo, o: &RepairOptions) -> Result<Repaired, RepairError> {
 
 /// Writes `dump` back over a copy of `image` and returns the result.
 fn write_back(image: &[u8], dump: &[u8]) -> Vec<u8> {
-    let mut target = MemIo::new(image.to_vec());
-    let ro = RestoreOptions {
-        force: true,
-        ..RestoreOptions::default()
-    };
-    restore(|| Ok(dump), &mut target, &ro, &mut Progress::silent())
-        .unwrap_or_else(|e| panic!("restore of a repaired dump failed: {e}"));
-    target.data
+    hostile::write_back(image.to_vec(), dump)
+        .unwrap_or_else(|e| panic!("restore of a repaired dump failed: {e}"))
 }
 
 /// The repaired store must be clean for `snap_check` and load with exactly
