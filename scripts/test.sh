@@ -72,6 +72,19 @@ no_warnings() {
 	return $rc
 }
 
+# bench_report_of RAW: scripts/bench.sh --report makes a table per workload
+# and a plot of RAW.
+bench_report_of() {
+	local out rc=0
+	[ -s "$1" ] || { echo "no records: $1"; return 1; }
+	out=$(mktemp -d)
+	"$TOP/scripts/bench.sh" --report "$1" "$out" || rc=1
+	[ "$(grep -c '^### w' "$out/stores.md")" -eq 5 ] || { echo "not 5 workloads in stores.md"; rc=1; }
+	grep -q '</svg>' "$out/stores.svg" || { echo "no plot"; rc=1; }
+	rm -rf "$out"
+	return $rc
+}
+
 "$TOP/scripts/install-deps.sh"
 
 # Cargo's build output lives in the cache directory (a link from the work
@@ -128,6 +141,7 @@ if [ "$host_only" -eq 0 ]; then
 	# under TCG (a debug snap_restore alone takes minutes there)
 	check "guest tools build (release)" sh -c "cd '$TOP' && cargo build --release --locked -p dm-snap-crash -p dm-snap-tools"
 	log "guest tests"
+	export DMSNAP_RESULTS=${DMSNAP_RESULTS:-$TOP/tests/results/$(date +%Y%m%d-%H%M%S)}
 	out=$(mktemp)
 	"$TOP/tests/run-guest.sh" "${guest_tests[@]}" | tee "$out" || true
 	p=$(sed -n 's/^guest: \([0-9]*\) passed, \([0-9]*\) failed.*/\1/p' "$out")
@@ -141,6 +155,13 @@ if [ "$host_only" -eq 0 ]; then
 		while read -r name; do failures+=("guest: $name"); done < <(sed -n 's/^FAIL \([^:]*\):.*/\1/p' "$out")
 	fi
 	rm -f "$out"
+	# The host half of the store benchmark, on the records its smoke test
+	# left (scripts/bench.sh --report), when that test was run.
+	smoke=bench-stores-smoke-measures-every-workload-on-every-store
+	if [ ${#guest_tests[@]} -eq 0 ] || printf '%s\n' "${guest_tests[@]}" | grep -q "$smoke"; then
+		check "store benchmark tables and plot (scripts/bench.sh --report)" \
+			bench_report_of "$DMSNAP_RESULTS/bench-smoke-raw.csv"
+	fi
 fi
 
 log "done in $(($(date +%s) - t_start)) s"

@@ -24,8 +24,10 @@ accel=$(vm_accel "$KDIR")
 [ "$accel" = tcg ] && VNG_OPTS+=(--disable-kvm)
 log "booting $(basename "$(dirname "$KDIR")") with $accel"
 
+# DMSNAP_VM_MEMORY: the guest's memory (default 1G; the benchmark's disks
+# need more).
 # DMSNAP_KERNEL_ARGS: extra kernel command-line arguments.
 [ -n "${DMSNAP_KERNEL_ARGS:-}" ] && VNG_OPTS+=(--append "$DMSNAP_KERNEL_ARGS")
 cmd=$(printf '%q ' "$@")
-exec vng --run "$KDIR" --disable-microvm --cpus "${DMSNAP_VM_CPUS:-2}" --memory 1G ${verbose:+"$verbose"} \
+exec vng --run "$KDIR" --disable-microvm --cpus "${DMSNAP_VM_CPUS:-2}" --memory "${DMSNAP_VM_MEMORY:-1G}" ${verbose:+"$verbose"} \
 	--cwd "$TOP" "${VNG_OPTS[@]}" --exec "$cmd"

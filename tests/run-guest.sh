@@ -59,7 +59,7 @@ run_shard() {
 		console=$RES/console-$shard-$boot.log
 		printf '%s\n' "${remaining[@]}" > "$RES/tests-$shard-$boot.list"
 		setsid "$TOP/scripts/vm.sh" --rwdir "$RES" -- env DMSNAP_SELFTEST="${DMSNAP_SELFTEST:-}" DMSNAP_FAULT_STORES="${DMSNAP_FAULT_STORES:-}" DMSNAP_FAULT_SCENARIOS="${DMSNAP_FAULT_SCENARIOS:-}" \
-			DMSNAP_MILLION_N="${DMSNAP_MILLION_N:-}" DMSNAP_BENCH_N="${DMSNAP_BENCH_N:-}" DMSNAP_BENCH_ROUNDS="${DMSNAP_BENCH_ROUNDS:-}" DMSNAP_BENCH_DELAY_MS="${DMSNAP_BENCH_DELAY_MS:-}" DMSNAP_TIMEOUT_FACTOR="${DMSNAP_TIMEOUT_FACTOR:-1}" \
+			DMSNAP_MILLION_N="${DMSNAP_MILLION_N:-}" DMSNAP_BENCH_N="${DMSNAP_BENCH_N:-}" DMSNAP_BENCH_ROUNDS="${DMSNAP_BENCH_ROUNDS:-}" DMSNAP_BENCH_DELAY_MS="${DMSNAP_BENCH_DELAY_MS:-}" DMSNAP_BENCH_SMOKE="${DMSNAP_BENCH_SMOKE:-}" DMSNAP_BENCH_ONLY="${DMSNAP_BENCH_ONLY:-}" DMSNAP_TIMEOUT_FACTOR="${DMSNAP_TIMEOUT_FACTOR:-1}" \
 			"$TOP/tests/harness/guest-run.sh" "$RES" "$RES/tests-$shard-$boot.list" > "$console" 2>&1 < /dev/null &
 		vm=$!
 		started=$(date +%s)
