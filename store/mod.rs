@@ -12,7 +12,7 @@
 //! taken briefly, never across I/O or a callback, so `prepare_exception`
 //! can take it under dm-snapshot's spinlocks. `commit` (a mutex) owns the
 //! in-memory metadata area and serialises the paths that write it (commit,
-//! merge). `header` (a mutex) owns the header buffer, which
+//! merge). `header` (a mutex) owns the header page, which
 //! `drop_snapshot` writes while a commit may be running, as in C. Commit
 //! completions are called with none of these held: they can re-enter the
 //! store.
@@ -22,6 +22,12 @@
 //! called from the bio submission path. Area writes run in the committing
 //! kcopyd thread, with `REQ_PREFLUSH | REQ_FUA`; they write only the
 //! logical blocks of the area that changed since the last write.
+//!
+//! Memory. Besides the area (one chunk) and the completion vectors, a
+//! store holds two pages where C holds two more chunks: the header page
+//! (the 16-byte header needs no more; chunk 0 is still written whole, the
+//! rest of it zeros) and a page of zeros that dm-io writes as often as a
+//! chunk of zeros needs.
 
 #![forbid(unsafe_code)]
 
@@ -51,8 +57,10 @@ use crate::{
         },
         io::{
             IoClient,
+            IoPage,
             OpFlags,
-            Region, //
+            Region,
+            ZeroPage, //
         },
         MsgPrefix, //
     },
@@ -91,6 +99,7 @@ use kernel::{
     },
     new_mutex,
     new_spinlock,
+    page::PAGE_SIZE,
     prelude::*,
     str::CStr,
     sync::{
@@ -121,9 +130,13 @@ pub(crate) struct StoreData {
     /// The in-memory area and what the commit path needs with it.
     #[pin]
     commit: Mutex<CommitIo>,
-    /// C: `ps->header_area`, one chunk.
+    /// C: `ps->header_area`, one chunk there; here the first page of
+    /// chunk 0 (or all of a smaller chunk).
     #[pin]
-    header: Mutex<VVec<u8>>,
+    header: Mutex<IoPage>,
+    /// C: `ps->zero_area`, one chunk of zeros there; here one page that
+    /// dm-io writes as often as a chunk needs.
+    zeros: ZeroPage,
     /// C: `ps->io_client`.
     io: IoClient,
     /// C: `ps->metadata_wq`.
@@ -134,8 +147,6 @@ pub(crate) struct StoreData {
 struct CommitIo {
     /// C: `ps->area`, one chunk.
     area: VVec<u8>,
-    /// C: `ps->zero_area`, one chunk of zeros.
-    zero_area: VVec<u8>,
     /// C: `ps->callbacks`, the completions waiting for the next area write;
     /// capacity `exceptions_per_area`. kvmalloc memory, as C's `kvcalloc`:
     /// an area of a 512 KiB chunk holds 32,768 of them, more than a
@@ -179,6 +190,9 @@ fn chunk_buffer(layout: Layout) -> Result<VVec<u8>> {
     Ok(VVec::from_elem(0u8, len, GFP_KERNEL)?)
 }
 
+/// A page in sectors: the most of chunk 0 that the header needs read.
+const PAGE_SECTORS: u32 = (PAGE_SIZE >> SECTOR_SHIFT) as u32;
+
 /// The region of `sectors` sectors of the COW device from `sector` on.
 fn cow_region(store: &Store, sector: u64, sectors: u32) -> Result<Region<'_>> {
     Region::new(store.cow(), sector, u64::from(sectors))
@@ -194,30 +208,68 @@ fn block_sizes(store: &Store) -> Result<BlockSizes> {
 }
 
 impl StoreData {
-    /// Reads chunk 0 into `buf` (`write` is `None`), or writes it from
-    /// `buf` with the given flags, on the metadata workqueue.
-    /// C: `chunk_io(ps, ps->header_area, 0, .., 1)`.
-    fn header_io(&self, store: &Store, buf: &mut VVec<u8>, write: Option<OpFlags>) -> Result {
-        let sectors = u32::try_from(buf.len() >> SECTOR_SHIFT).map_err(|_| EINVAL)?;
-        let region = cow_region(store, 0, sectors)?;
+    /// Reads the start of chunk 0, of `chunk_sectors` sectors, on the
+    /// metadata workqueue and returns the header bytes: a page into the
+    /// header page, or the whole chunk when it is smaller; one logical
+    /// block of the COW device into a buffer of its own when a block is
+    /// larger than a page (a read must cover whole blocks; the chunk is a
+    /// multiple of the block). C: `chunk_io(ps, ps->header_area, 0,
+    /// REQ_OP_READ, 0)`, which reads the whole chunk.
+    fn read_header_block(
+        &self,
+        store: &Store,
+        chunk_sectors: u32,
+    ) -> Result<[u8; format::DISK_HEADER_SIZE]> {
+        // The whole chunk must lie on the device, as for C's read.
+        cow_region(store, 0, chunk_sectors)?;
+        let block = store.cow().logical_block_size() >> SECTOR_SHIFT;
+        let region = cow_region(store, 0, chunk_sectors.min(PAGE_SECTORS.max(block)))?;
+        let mut bytes = [0u8; format::DISK_HEADER_SIZE];
         let io = &self.io;
-        match write {
-            Some(flags) => {
-                let buf = &*buf;
-                self.metadata_wq
-                    .run_sync(move || io.write(&region, buf, 0, flags))?
-            }
-            None => self
-                .metadata_wq
-                .run_sync(move || io.read(&region, buf, 0))?,
+        if region.len() <= PAGE_SIZE {
+            let mut page = self.header.lock();
+            let target = &mut *page;
+            self.metadata_wq
+                .run_sync(move || io.read_page(&region, target))??;
+            page.read(0, &mut bytes)?;
+        } else {
+            let mut buf = VVec::from_elem(0u8, region.len(), GFP_KERNEL)?;
+            let b = &mut buf;
+            self.metadata_wq
+                .run_sync(move || io.read(&region, b, 0))??;
+            let head = buf.get(..format::DISK_HEADER_SIZE).ok_or(EINVAL)?;
+            copy_exact(&mut bytes, head)?;
         }
+        Ok(bytes)
     }
 
-    /// Writes `header` over chunk 0 from the header buffer. C: `write_header()`.
-    fn write_header(&self, store: &Store, header: DiskHeader, flags: OpFlags) -> Result {
-        let mut buf = self.header.lock();
-        header.encode(&mut buf).map_err(report)?;
-        self.header_io(store, &mut buf, Some(flags))
+    /// Writes `header` over chunk 0, of `chunk_sectors` sectors, on the
+    /// metadata workqueue: the header page, then zeros to the end of the
+    /// chunk, in one request. C: `write_header()`, the same bytes from a
+    /// chunk-sized buffer.
+    fn write_header(
+        &self,
+        store: &Store,
+        chunk_sectors: u32,
+        header: DiskHeader,
+        flags: OpFlags,
+    ) -> Result {
+        let mut bytes = [0u8; format::DISK_HEADER_SIZE];
+        header.encode(&mut bytes).map_err(report)?;
+        let region = cow_region(store, 0, chunk_sectors)?;
+        let mut page = self.header.lock();
+        page.clear();
+        page.write(0, &bytes)?;
+        let (io, page, zeros) = (&self.io, &*page, &self.zeros);
+        self.metadata_wq
+            .run_sync(move || io.write_page_then_zeros(&region, Some(page), zeros, flags))?
+    }
+
+    /// Writes zeros over `region` (a metadata area).
+    /// C: `zero_disk_area()`, from a chunk of zeros.
+    fn write_zeros(&self, region: &Region<'_>) -> Result {
+        self.io
+            .write_page_then_zeros(region, None, &self.zeros, OpFlags::NONE)
     }
 
     /// Writes the part `w` of the area buffer `area` with
@@ -260,7 +312,6 @@ impl StoreData {
         &self,
         store: &Store,
         area: &mut VVec<u8>,
-        zero_area: &VVec<u8>,
         mut step: Result<CommitStep, format::Error>,
     ) -> bool {
         loop {
@@ -269,7 +320,7 @@ impl StoreData {
                 Ok(CommitStep::ZeroNextArea(next)) => {
                     // C: `zero_disk_area(ps, ps->current_area + 1)`.
                     let ok = cow_region(store, next.sector, next.sectors)
-                        .and_then(|r| self.io.write(&r, zero_area, 0, OpFlags::NONE))
+                        .and_then(|r| self.write_zeros(&r))
                         .is_ok();
                     step = self
                         .commit_step(format::Error::NoFlushInProgress, |ps| ps.commit_io_done(ok));
@@ -327,14 +378,13 @@ impl StoreData {
 }
 
 impl CommitIo {
-    /// The buffers of a store of `layout`: area, zero area and the
+    /// The buffers of a store of `layout`: area and the
     /// completion vectors. C: `alloc_area()` and the `kvcalloc()` of
     /// `ps->callbacks`.
     fn new(layout: Layout) -> Result<Self> {
         let epa = usize::try_from(layout.exceptions_per_area()).map_err(|_| EINVAL)?;
         Ok(Self {
             area: chunk_buffer(layout)?,
-            zero_area: chunk_buffer(layout)?,
             callbacks: KVVec::with_capacity(epa, GFP_KERNEL)?,
             spare: KVVec::with_capacity(epa, GFP_KERNEL)?,
         })
@@ -415,21 +465,18 @@ enum Stop {
 
 impl PersistentStore {
     /// Reads chunk 0 with the table's (or the default) chunk size and
-    /// decides what it holds; returns the decision and the buffer read.
-    /// C: `read_header()`.
-    fn read_header(data: &StoreData, store: &StoreSetup<'_>) -> Result<(HeaderDecision, VVec<u8>)> {
+    /// decides what it holds. C: `read_header()`.
+    fn read_header(data: &StoreData, store: &StoreSetup<'_>) -> Result<HeaderDecision> {
         let blocks = block_sizes(store)?;
         let table = TableChunkSize::new(store.chunk_size(), blocks)
             .and_then(|t| t.check_device(store.cow().nr_sectors()))
             .map_err(report)?;
-        let mut header_buf = chunk_buffer(Layout::new(table.chunk_size))?;
-        data.header_io(store, &mut header_buf, None)?;
-        let decision = format::read_header(&header_buf, table, blocks, |w| {
+        let bytes = data.read_header_block(store, Layout::new(table.chunk_size).chunk_sectors())?;
+        format::read_header(&bytes, table, blocks, |w| {
             crate::dm_warn!(PREFIX, "{}", w);
         })
         .and_then(|d| d.check_device(store.cow().nr_sectors()))
-        .map_err(report)?;
-        Ok((decision, header_buf))
+        .map_err(report)
     }
 
     /// Starts a new store on a COW device without one: area 0 first, then
@@ -446,12 +493,17 @@ impl PersistentStore {
     ) -> Result<Pstore> {
         let area0 = layout.area_io(0).ok_or(EINVAL)?;
         let region = cow_region(store, area0.sector, area0.sectors)?;
-        if let Err(e) = data.io.write(&region, &commit.zero_area, 0, OpFlags::NONE) {
+        if let Err(e) = data.write_zeros(&region) {
             crate::dm_warn!(PREFIX, "{}", format::messages::ZERO_DISK_AREA_0_FAILED);
             return Err(e);
         }
         let header = DiskHeader::new(true, layout.chunk_size());
-        if let Err(e) = data.write_header(store, header, OpFlags::PREFLUSH | OpFlags::FUA) {
+        if let Err(e) = data.write_header(
+            store,
+            layout.chunk_sectors(),
+            header,
+            OpFlags::PREFLUSH | OpFlags::FUA,
+        ) {
             crate::dm_warn!(PREFIX, "{}", format::messages::WRITE_HEADER_FAILED);
             return Err(e);
         }
@@ -628,19 +680,21 @@ impl ExceptionStore for PersistentStore {
             }
         }
         let io = IoClient::new()?;
+        let header = IoPage::new()?;
+        let zeros = ZeroPage::new()?;
         KBox::pin_init(
             try_pin_init!(StoreData {
                 state <- new_spinlock!(None, "dm_snap_persistent:state"),
                 commit <- new_mutex!(
                     CommitIo {
                         area: VVec::new(),
-                        zero_area: VVec::new(),
                         callbacks: KVVec::new(),
                         spare: KVVec::new(),
                     },
                     "dm_snap_persistent:commit"
                 ),
-                header <- new_mutex!(VVec::new(), "dm_snap_persistent:header"),
+                header <- new_mutex!(header, "dm_snap_persistent:header"),
+                zeros,
                 io,
                 metadata_wq,
             }),
@@ -654,21 +708,14 @@ impl ExceptionStore for PersistentStore {
         store: &mut StoreSetup<'_>,
         sink: &mut ExceptionSink<'_>,
     ) -> Result<Metadata> {
-        let (decision, header_buf) = Self::read_header(&data, store)?;
+        let decision = Self::read_header(&data, store)?;
         let layout = decision.layout();
         store.set_chunk_size(layout.chunk_sectors())?;
         let write_block =
             LogicalBlockSize::new(store.cow().logical_block_size()).map_err(report)?;
 
         // Buffers of the final chunk size. C: `alloc_area()`.
-        let header_buf =
-            if usize::try_from(layout.chunk_bytes()).is_ok_and(|n| n == header_buf.len()) {
-                header_buf
-            } else {
-                chunk_buffer(layout)?
-            };
         let mut commit = CommitIo::new(layout)?;
-        *data.header.lock() = header_buf;
 
         let (pstore, metadata) = match decision {
             HeaderDecision::New(_) => {
@@ -719,14 +766,12 @@ impl ExceptionStore for PersistentStore {
             done.complete(false);
             return;
         }
-        let CommitIo {
-            area, zero_area, ..
-        } = &mut *commit;
+        let CommitIo { area, .. } = &mut *commit;
 
         let step = data.commit_step(format::Error::CommitWithoutPrepare, |ps| {
             ps.commit_exception(area, e, valid)
         });
-        if !data.drive_commit(store, area, zero_area, step) {
+        if !data.drive_commit(store, area, step) {
             return;
         }
         let batch = commit.take_callbacks();
@@ -795,7 +840,10 @@ impl ExceptionStore for PersistentStore {
         let Ok(header) = data.with_pstore(|ps| Ok(ps.drop_snapshot())) else {
             return;
         };
-        if data.write_header(store, header, OpFlags::FUA).is_err() {
+        if data
+            .write_header(store, store.chunk_size(), header, OpFlags::FUA)
+            .is_err()
+        {
             crate::dm_warn!(PREFIX, "{}", format::messages::DROP_WRITE_HEADER_FAILED);
         }
     }

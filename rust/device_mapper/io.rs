@@ -11,9 +11,16 @@
 //! C header: [`include/linux/dm-io.h`](srctree/include/linux/dm-io.h)
 
 use crate::block_device::BlockDevice;
-use core::ptr::NonNull;
+use core::{
+    mem::MaybeUninit,
+    ptr::NonNull, //
+};
 use kernel::{
     alloc::{
+        flags::{
+            __GFP_ZERO, //
+            GFP_KERNEL,
+        },
         KVec,
         VVec, //
     },
@@ -28,7 +35,11 @@ use kernel::{
         to_result,
         Result, //
     },
-    ffi, //
+    ffi,
+    page::{
+        Page,
+        PAGE_SIZE, //
+    }, //
 };
 
 /// `IOPRIO_DEFAULT`: `IOPRIO_PRIO_VALUE(IOPRIO_CLASS_NONE, 0)`, a macro that
@@ -261,6 +272,117 @@ impl private::Sealed for KVec<u8> {
     }
 }
 
+/// One page of memory owned by its holder, for a block that dm-io reads or
+/// writes whole: a header block, say. Starts zeroed.
+///
+/// # Examples
+///
+/// ```
+/// use crate::device_mapper::io::IoPage;
+/// use kernel::page::PAGE_SIZE;
+///
+/// let mut page = IoPage::new()?;
+/// page.write(8, b"header")?;
+/// let mut back = [0u8; 10];
+/// page.read(4, &mut back)?;
+/// assert_eq!(&back, b"\0\0\0\0header");
+/// // Past the page's end: refused.
+/// assert_eq!(page.write(PAGE_SIZE - 1, b"ab").err(), Some(EINVAL));
+/// ```
+///
+/// # Invariants
+///
+/// `page` is owned by this value and reached only through it: written
+/// through `&mut self` (by [`IoPage::write`], [`IoPage::clear`], or by dm-io
+/// in [`IoClient::read_page`]), read through `&self` (by [`IoPage::read`],
+/// or by dm-io in [`IoClient::write_page_then_zeros`]). No Rust reference
+/// to the page's bytes is ever made, so no slice a caller holds can
+/// overlap them. `Send` and `Sync` (from [`Page`]) are sound because of
+/// this: shared access only reads.
+pub struct IoPage {
+    page: Page,
+}
+
+impl IoPage {
+    /// Allocates a zeroed page.
+    ///
+    /// # Errors
+    ///
+    /// `ENOMEM` if no page can be allocated.
+    ///
+    /// Context: may sleep.
+    pub fn new() -> Result<Self> {
+        // INVARIANT: a new page, owned by the returned value only.
+        Ok(Self {
+            page: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
+        })
+    }
+
+    /// Copies `src` into the page from byte `offset` on.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if `src` does not fit in the page from `offset`.
+    pub fn write(&mut self, offset: usize, src: &[u8]) -> Result {
+        // SAFETY: `src` is valid for reading `src.len()` bytes, and does not
+        // overlap the page: no Rust reference to the page's bytes exists
+        // (type invariant). The page is reached only through `self`,
+        // borrowed mutably here, so nothing reads or writes it concurrently
+        // (dm-io included: it reaches the page only during calls that
+        // borrow `self`).
+        unsafe { self.page.write_raw(src.as_ptr(), offset, src.len()) }
+    }
+
+    /// Zeroes the whole page.
+    pub fn clear(&mut self) {
+        // SAFETY: As in `write`: `self` is borrowed mutably and is the only
+        // way to the page. The range is the whole page, so the bounds
+        // check cannot fail.
+        let _ = unsafe { self.page.fill_zero_raw(0, PAGE_SIZE) };
+    }
+
+    /// Copies the page's bytes from `offset` on into `dst`.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if `dst` is longer than the page from `offset`.
+    pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result {
+        // SAFETY: `dst` is valid for writing `dst.len()` bytes and does not
+        // overlap the page, to whose bytes no Rust reference exists (type
+        // invariant). The page is written only through `&mut self` (type
+        // invariant), which cannot coexist with this shared borrow.
+        unsafe { self.page.read_raw(dst.as_mut_ptr(), offset, dst.len()) }
+    }
+}
+
+/// A page of zeros that dm-io writes as often as a region needs: a region
+/// of any length zeroed with one page of memory (C: the zero `page_list` of
+/// dm-kcopyd).
+///
+/// # Invariants
+///
+/// Every byte of `page` is zero: it is allocated zeroed, owned by this
+/// value, and only ever handed to dm-io as the source of writes.
+pub struct ZeroPage {
+    page: Page,
+}
+
+impl ZeroPage {
+    /// Allocates the page.
+    ///
+    /// # Errors
+    ///
+    /// `ENOMEM` if no page can be allocated.
+    ///
+    /// Context: may sleep.
+    pub fn new() -> Result<Self> {
+        // INVARIANT: `__GFP_ZERO` zeroes the page; nothing writes it after.
+        Ok(Self {
+            page: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
+        })
+    }
+}
+
 /// A dm-io client (`struct dm_io_client`): the bio set and page pool that
 /// its I/O is allocated from.
 ///
@@ -365,6 +487,106 @@ impl IoClient {
         unsafe { self.submit(region, mem, bindings::req_op_REQ_OP_WRITE | flags.bits()) }
     }
 
+    /// Reads `region`, at most a page long, into the start of `page`, and
+    /// waits for the read to finish.
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` if the region is longer than a page; the errno of the
+    /// failed I/O otherwise (`EIO` mostly).
+    ///
+    /// Context: may sleep.
+    pub fn read_page(&self, region: &Region<'_>, page: &mut IoPage) -> Result {
+        Self::check_fits(region, PAGE_SIZE, 0)?;
+        let mut node = bindings::page_list {
+            next: core::ptr::null_mut(),
+            page: page.page.as_ptr(),
+        };
+        // SAFETY: `node` lists one page, from offset 0, and lives until
+        // `submit` returns (it waits for the I/O). dm-io dereferences a node
+        // only while bytes of the region remain, and after each page only
+        // loads `next` without following it (`do_region()`,
+        // `list_next_page()`); the region is no longer than the page
+        // (checked above), so the null `next` is never followed. `page` is
+        // borrowed mutably, and the page is reached only through it (type
+        // invariant of `IoPage`): nothing else accesses it while dm-io
+        // writes into it.
+        unsafe {
+            self.submit(
+                region,
+                Self::page_list(&mut node),
+                bindings::req_op_REQ_OP_READ,
+            )
+        }
+    }
+
+    /// Writes `region` with `flags` from `head` (its first `PAGE_SIZE`
+    /// bytes, or fewer if the region is shorter) followed by zeros for the
+    /// rest of the region, or with zeros only when `head` is `None`, and
+    /// waits for the write to finish. One request, however long the region:
+    /// the zeros come from the one page of `zeros`, written as many times as
+    /// needed.
+    ///
+    /// # Errors
+    ///
+    /// The errno of the failed I/O (`EIO` mostly).
+    ///
+    /// Context: may sleep.
+    pub fn write_page_then_zeros(
+        &self,
+        region: &Region<'_>,
+        head: Option<&IoPage>,
+        zeros: &ZeroPage,
+        flags: OpFlags,
+    ) -> Result {
+        // The zero page's node follows itself: dm-io takes the page again
+        // for each page of the region (as dm-kcopyd's zero page list does).
+        // Written once through the one pointer that dm-io then uses.
+        let mut tail = MaybeUninit::<bindings::page_list>::uninit();
+        let tail_ptr = tail.as_mut_ptr();
+        // SAFETY: `tail_ptr` points to `tail`, valid for a write of a
+        // `page_list`; nothing else refers to it yet.
+        unsafe {
+            tail_ptr.write(bindings::page_list {
+                next: tail_ptr,
+                page: zeros.page.as_ptr(),
+            })
+        };
+        let mut first = head.map(|h| bindings::page_list {
+            next: tail_ptr,
+            page: h.page.as_ptr(),
+        });
+        let list = match first.as_mut() {
+            Some(node) => core::ptr::from_mut(node),
+            None => tail_ptr,
+        };
+        // SAFETY: The nodes live on this stack frame until `submit`
+        // returns, which waits for the I/O, and are neither moved nor
+        // touched meanwhile (dm-io only reads them); the list starts at
+        // offset 0 and every node's `next` is a node of the list (the last
+        // one itself), so dm-io finds a valid page for each page of a region
+        // of any length. The pages are only read by the write, and nothing
+        // writes them meanwhile: `head` is borrowed shared and an `IoPage`
+        // is written only through `&mut` (type invariant); the zero page is
+        // never written (type invariant of `ZeroPage`).
+        unsafe {
+            self.submit(
+                region,
+                Self::page_list(list),
+                bindings::req_op_REQ_OP_WRITE | flags.bits(),
+            )
+        }
+    }
+
+    /// Describes the page list starting at `node` to dm-io.
+    fn page_list(node: *mut bindings::page_list) -> bindings::dm_io_memory {
+        bindings::dm_io_memory {
+            type_: bindings::dm_io_mem_type_DM_IO_PAGE_LIST,
+            offset: 0,
+            ptr: bindings::dm_io_memory__bindgen_ty_1 { pl: node },
+        }
+    }
+
     fn check_fits(region: &Region<'_>, buf_len: usize, offset: usize) -> Result {
         match offset.checked_add(region.len()) {
             Some(end) if end <= buf_len => Ok(()),
@@ -376,9 +598,11 @@ impl IoClient {
     ///
     /// # Safety
     ///
-    /// `mem` must describe at least `region.len()` bytes of valid memory of
-    /// its kind, which no one accesses in a way that conflicts with the
-    /// operation until this returns.
+    /// `mem` must describe valid memory of its kind for `region.len()`
+    /// bytes from its offset (for a page list: every node dm-io visits for
+    /// that many bytes is valid and names a valid page), which no one
+    /// accesses in a way that conflicts with the operation until this
+    /// returns.
     unsafe fn submit(
         &self,
         region: &Region<'_>,
