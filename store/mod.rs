@@ -148,10 +148,10 @@ struct CommitIo {
     /// C: `ps->area`, one chunk.
     area: VVec<u8>,
     /// C: `ps->callbacks`, the completions waiting for the next area write;
-    /// capacity `exceptions_per_area`. kvmalloc memory, as C's `kvcalloc`:
-    /// an area of a 512 KiB chunk holds 32,768 of them, more than a
-    /// kmalloc of a fragmented machine (or any kmalloc, past 4 MiB chunks)
-    /// can give.
+    /// capacity `format::batch_capacity()`: an area's worth as in C, but
+    /// at most `format::MAX_BATCH` (2048, 32 KiB), because the format core
+    /// writes the area once that many wait. kvmalloc memory, as C's
+    /// `kvcalloc`.
     callbacks: KVVec<CommitCompletion>,
     /// An empty vector of the same capacity, swapped with `callbacks` when
     /// a flush completes them, so that they are called with no lock held
@@ -382,11 +382,11 @@ impl CommitIo {
     /// completion vectors. C: `alloc_area()` and the `kvcalloc()` of
     /// `ps->callbacks`.
     fn new(layout: Layout) -> Result<Self> {
-        let epa = usize::try_from(layout.exceptions_per_area()).map_err(|_| EINVAL)?;
+        let batch = usize::try_from(format::batch_capacity(layout)).map_err(|_| EINVAL)?;
         Ok(Self {
             area: chunk_buffer(layout)?,
-            callbacks: KVVec::with_capacity(epa, GFP_KERNEL)?,
-            spare: KVVec::with_capacity(epa, GFP_KERNEL)?,
+            callbacks: KVVec::with_capacity(batch, GFP_KERNEL)?,
+            spare: KVVec::with_capacity(batch, GFP_KERNEL)?,
         })
     }
 
@@ -759,9 +759,10 @@ impl ExceptionStore for PersistentStore {
         };
         let mut commit = data.commit.lock();
         if let Err(PushError(done)) = commit.callbacks.push_within_capacity(done) {
-            // Cannot happen (the format core never queues more than an
-            // area's worth), but if it did, the exception fails rather than
-            // waiting forever.
+            // Cannot happen (the format core completes a batch when it
+            // holds `batch_capacity()` callbacks, this vector's capacity),
+            // but if it did, the exception fails rather than waiting
+            // forever.
             drop(commit);
             done.complete(false);
             return;

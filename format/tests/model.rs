@@ -73,6 +73,9 @@ struct Model {
     current_committed: u64,
     pending: u64,
     callbacks: u64,
+    /// Flush once this many callbacks are queued (the store's batch
+    /// limit; C's rule alone when it is an area's worth or more).
+    batch: u64,
     area: Vec<u8>,
 }
 
@@ -116,6 +119,7 @@ impl Model {
             current_committed: 0,
             pending: 0,
             callbacks: 0,
+            batch: u64::MAX,
             area: vec![0; bytes],
         }
     }
@@ -155,7 +159,7 @@ impl Model {
         self.current_committed += 1;
         self.callbacks += 1;
         self.pending -= 1;
-        if self.pending != 0 && self.current_committed != self.epa {
+        if self.pending != 0 && self.current_committed != self.epa && self.callbacks < self.batch {
             return None;
         }
         if self.current_committed == self.epa {
@@ -314,7 +318,7 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(shift: u32, write_shift: u32, chunks: u64, extra: u64) -> Self {
+    fn new(shift: u32, write_shift: u32, chunks: u64, extra: u64, batch: u32) -> Self {
         let cs = 1u32 << shift;
         let l = common::layout(cs);
         let chunk_bytes = l.chunk_bytes() as usize;
@@ -334,10 +338,14 @@ impl Harness {
         assert!(dev.write_chunk(1, &vec![0u8; chunk_bytes], true));
         let mut area = vec![0u8; chunk_bytes];
         let wb = LogicalBlockSize::new(512 << write_shift.min(shift)).unwrap();
-        let ours = Pstore::new_snapshot(l, wb, &mut area).unwrap();
+        let ours = Pstore::new_snapshot(l, wb, &mut area)
+            .unwrap()
+            .with_batch_limit(batch);
+        let mut model = Model::new(u64::from(cs), true);
+        model.batch = u64::from(ours.batch_limit());
         Harness {
             l,
-            model: Model::new(u64::from(cs), true),
+            model,
             mdev: dev.clone(),
             ours,
             odev: dev,
@@ -502,8 +510,14 @@ impl Harness {
         let mut area = vec![0u8; l.chunk_bytes() as usize];
         match (Model::load(&self.mdev, cs), decision) {
             (Loaded::Invalid(m), HeaderDecision::Invalid(_)) => {
-                self.ours = Pstore::new_invalid(l, wb, &mut area).unwrap();
-                self.model = m;
+                let batch = self.ours.batch_limit();
+                self.ours = Pstore::new_invalid(l, wb, &mut area)
+                    .unwrap()
+                    .with_batch_limit(batch);
+                self.model = Model {
+                    batch: u64::from(batch),
+                    ..m
+                };
             }
             (Loaded::Valid(m, seen), HeaderDecision::Valid(_)) => {
                 let mut ours_seen = vec![];
@@ -528,8 +542,14 @@ impl Harness {
                 }
                 assert_eq!(ours_seen, seen);
                 assert_eq!(ours_seen, self.committed, "exception set after reload");
-                self.ours = Pstore::from_scan(l, wb, &r, &mut area).unwrap();
-                self.model = m;
+                let batch = self.ours.batch_limit();
+                self.ours = Pstore::from_scan(l, wb, &r, &mut area)
+                    .unwrap()
+                    .with_batch_limit(batch);
+                self.model = Model {
+                    batch: u64::from(batch),
+                    ..m
+                };
                 assert!(live.is_valid());
                 // A merge that read back a full area holds (k, epa), which
                 // is what a scan calls (k + 1, 0).
@@ -634,8 +654,9 @@ proptest! {
         extra in 0u64..8,
         drop_at in prop::option::weighted(0.2, 0usize..200),
         ops in prop::collection::vec(op(), 1..400),
+        batch in prop_oneof![2 => Just(u32::MAX), 1 => 1u32..6],
     ) {
-        let mut h = Harness::new(shift, write_shift, chunks, extra);
+        let mut h = Harness::new(shift, write_shift, chunks, extra, batch);
         h.check_same();
         for (i, o) in ops.into_iter().enumerate() {
             if drop_at == Some(i) {

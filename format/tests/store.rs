@@ -610,3 +610,84 @@ fn commit_and_merge_steps_leave_area_sized_work_to_the_caller() {
     let m = s.commit_merge(run.count).unwrap();
     assert_eq!(m.clear, (32 - run.count as usize) * 16..32 * 16);
 }
+
+#[test]
+fn batch_capacity_is_an_area_or_max_batch_whichever_is_smaller() {
+    assert_eq!(batch_capacity(layout(1)), 32);
+    assert_eq!(batch_capacity(layout(8)), 256);
+    assert_eq!(batch_capacity(layout(256)), MAX_BATCH); // 128 KiB: 8192 per area
+    assert_eq!(batch_capacity(layout(1 << 21)), MAX_BATCH);
+    let (l, s, _) = fresh(1024, 512);
+    assert_eq!(s.batch_limit(), MAX_BATCH);
+    assert_eq!(s.clone().with_batch_limit(0).batch_limit(), 1);
+    assert_eq!(
+        s.with_batch_limit(u32::MAX).batch_limit(),
+        l.exceptions_per_area()
+    );
+}
+
+#[test]
+fn a_full_batch_is_written_while_other_exceptions_are_still_pending() {
+    let (_, s, mut area) = fresh(1, 512);
+    let mut s = s.with_batch_limit(2);
+    let a = s.prepare_exception(BIG).unwrap();
+    let b = s.prepare_exception(BIG).unwrap();
+    let c = s.prepare_exception(BIG).unwrap();
+    assert_eq!(
+        s.commit_exception(&mut area, ex(10, a), true),
+        Ok(CommitStep::Queued)
+    );
+    // The second fills the batch: written though `c` is pending.
+    let Ok(CommitStep::WriteArea(w)) = s.commit_exception(&mut area, ex(11, b), true) else {
+        panic!("a full batch must be written");
+    };
+    assert_eq!(w.sector, 1);
+    assert_eq!(
+        s.commit_io_done(true),
+        Ok(CommitStep::Complete {
+            callbacks: 2,
+            valid: true,
+            clear_area: false
+        })
+    );
+    assert_eq!((s.pending_count(), s.callback_count()), (1, 0));
+    // The last one flushes as in C, into the same area.
+    assert!(matches!(
+        s.commit_exception(&mut area, ex(12, c), true),
+        Ok(CommitStep::WriteArea(_))
+    ));
+    assert!(matches!(
+        s.commit_io_done(true),
+        Ok(CommitStep::Complete { callbacks: 1, .. })
+    ));
+    assert_eq!(s.current_committed(), 3);
+}
+
+#[test]
+fn a_refusal_that_fills_the_batch_completes_it_at_once() {
+    // With the batch full, the callbacks queued so far are due: the store
+    // is invalid, so they report failure without waiting for a write, and
+    // the caller's array never needs more than the limit.
+    let (_, s, mut area) = fresh(1, 512);
+    let mut s = s.with_batch_limit(2);
+    let a = s.prepare_exception(BIG).unwrap();
+    let _b = s.prepare_exception(BIG).unwrap();
+    let c = s.prepare_exception(BIG).unwrap();
+    assert_eq!(
+        s.commit_exception(&mut area, ex(10, a), true),
+        Ok(CommitStep::Queued)
+    );
+    assert!(matches!(
+        s.commit_exception(&mut area, ex(1, 34), true),
+        Ok(CommitStep::Refused { callbacks: 2, .. })
+    ));
+    assert_eq!((s.pending_count(), s.callback_count()), (1, 0));
+    assert!(matches!(
+        s.commit_exception(&mut area, ex(12, c), true),
+        Ok(CommitStep::Complete {
+            callbacks: 1,
+            valid: false,
+            ..
+        })
+    ));
+}

@@ -129,13 +129,15 @@ pub use self::{
         NUM_SNAPSHOT_HDR_CHUNKS, //
     },
     pstore::{
+        batch_capacity,
         CheckedArea,
         CommitStep,
         MergeCommit,
         MergeRun,
         PrepareMerge,
         Pstore,
-        RunQuery, //
+        RunQuery,
+        MAX_BATCH, //
     },
     records::{
         clear_exception,

@@ -238,6 +238,21 @@ struct Dirty {
     end: u32,
 }
 
+/// The most callbacks a commit batch holds by default: see "Commit
+/// batches" at [`Pstore`].
+pub const MAX_BATCH: u32 = 2048;
+
+/// The capacity of the caller's callback array for a store of `layout`:
+/// [`MAX_BATCH`], or an area's worth when smaller.
+pub const fn batch_capacity(layout: Layout) -> u32 {
+    let epa = layout.exceptions_per_area();
+    if epa < MAX_BATCH {
+        epa
+    } else {
+        MAX_BATCH
+    }
+}
+
 /// The state of a persistent store, without its buffers or I/O.
 ///
 /// C: `struct pstore` (the fields `valid`, `version`, `current_area`,
@@ -246,7 +261,20 @@ struct Dirty {
 /// The in-memory metadata area (one chunk, C: `ps->area`) belongs to the
 /// caller and is passed to the methods that touch it. The caller keeps its
 /// own array of queued callbacks (C: `ps->callbacks`, sized
-/// `exceptions_per_area`); [`Pstore::callback_count`] never exceeds that.
+/// `exceptions_per_area`), sized [`batch_capacity`]:
+/// [`Pstore::callback_count`] never exceeds [`Pstore::batch_limit`].
+///
+/// # Commit batches
+///
+/// C writes the area when no other exception is pending or the area is
+/// full, so a batch can hold a whole area's worth of callbacks: 32,768 at
+/// 512 KiB chunks, 524,288 at 8 MiB, all preallocated. This store also
+/// writes when [`Pstore::batch_limit`] callbacks are queued
+/// ([`MAX_BATCH`], 2048 by default: dm-snapshot's default
+/// `snapshot_copy_throttle`, so a batch larger than that rarely forms with
+/// the default settings anyway). Writing earlier is what C does at queue
+/// depth 1: the area written holds every exception committed so far, so
+/// no state a crash can leave is new.
 ///
 /// # Dirty ranges and crash safety
 ///
@@ -298,6 +326,7 @@ pub struct Pstore {
     current_committed: u32,
     pending_count: u32,
     callback_count: u32,
+    batch_limit: u32,
     dirty: Option<Dirty>,
     flush: FlushPhase,
     merge: MergePhase,
@@ -325,10 +354,24 @@ impl Pstore {
             current_committed: 0,
             pending_count: 0,
             callback_count: 0,
+            batch_limit: batch_capacity(layout),
             dirty: None,
             flush: FlushPhase::Idle,
             merge: MergePhase::Idle,
         })
+    }
+
+    /// The same store flushing once `limit` callbacks are queued (at least
+    /// one, at most an area's worth) instead of [`batch_capacity`]'s.
+    #[must_use]
+    pub fn with_batch_limit(mut self, limit: u32) -> Self {
+        self.batch_limit = limit.min(self.layout.exceptions_per_area()).max(1);
+        self
+    }
+
+    /// How many callbacks a flush waits for at most: see "Commit batches".
+    pub const fn batch_limit(&self) -> u32 {
+        self.batch_limit
     }
 
     /// A new, empty, valid store. Zeroes `area` (one chunk). The caller has
@@ -584,8 +627,9 @@ impl Pstore {
 
     /// Records a finished exception in the area buffer and queues its
     /// callback. `valid == false` (a failed copy) invalidates the store.
-    /// Returns the first step of a flush when no other exception is pending
-    /// or the area is now full, else [`CommitStep::Queued`]. An exception
+    /// Returns the first step of a flush when no other exception is pending,
+    /// the area is now full or the batch is (see "Commit batches"), else
+    /// [`CommitStep::Queued`]. An exception
     /// that could not be read back by [`Scan`] (chunk 0, a metadata chunk,
     /// an `old_chunk` too large) is not recorded: it is consumed as a
     /// failed one and [`CommitStep::Refused`] says why.
@@ -629,7 +673,9 @@ impl Pstore {
             self.valid = false;
             self.callback_count = callbacks;
             self.pending_count = pending;
-            let callbacks = if pending == 0 {
+            // A full batch is completed now too: the store is invalid, so
+            // its callbacks report failure, flushed or not.
+            let callbacks = if pending == 0 || callbacks >= self.batch_limit {
                 self.callback_count = 0;
                 callbacks
             } else {
@@ -647,7 +693,7 @@ impl Pstore {
         self.pending_count = pending;
 
         let full = self.current_committed == epa;
-        if pending != 0 && !full {
+        if pending != 0 && !full && callbacks < self.batch_limit {
             return Ok(CommitStep::Queued);
         }
         if full {
