@@ -398,7 +398,9 @@ impl CommitIo {
 }
 
 /// Reads metadata areas at activation: through dm-bufio, which prefetches
-/// the following areas, or with dm-io for chunks dm-bufio does not take
+/// the following areas (a window of `format::prefetch_window()` areas,
+/// 1 MiB at 4 KiB chunks, C's twelve areas from 128 KiB chunks on), or
+/// with dm-io for chunks dm-bufio does not take
 /// (over [`bufio::MAX_BLOCK_SIZE`]; such an area holds a quarter of a
 /// million exceptions or more, so there is rarely a second one to
 /// prefetch).
@@ -417,7 +419,8 @@ impl<'a> AreaReader<'a> {
             });
         }
         let client = BufioClient::new(store.cow(), chunk_bytes)?;
-        let prefetch = u32::try_from(format::DM_PREFETCH_CHUNKS).unwrap_or(u32::MAX);
+        // The area read and the window ahead of it stay in the cache.
+        let prefetch = u32::try_from(format::prefetch_window(layout)).unwrap_or(u32::MAX);
         client.set_minimum_buffers(prefetch.saturating_add(1));
         Ok(Self::Bufio(client))
     }
@@ -549,7 +552,10 @@ impl PersistentStore {
     ) -> Result<format::ScanResult> {
         let cow_sectors = store.cow().nr_sectors();
         let mut reader = AreaReader::new(store, data, layout)?;
-        let mut scan = Scan::new(layout, cow_sectors);
+        // Deeper than C's twelve areas, bounded in bytes: see
+        // `format::PREFETCH_BYTES`.
+        let mut scan =
+            Scan::new(layout, cow_sectors).with_prefetch_window(format::prefetch_window(layout));
         let mut used = NewChunks::new(layout.device_chunks(cow_sectors));
         while let Some(next) = scan.next_area().map_err(report)? {
             while let Some(chunk) = scan.next_prefetch() {

@@ -385,6 +385,27 @@ fn prefetch_window_covers_twelve_areas_ahead_and_stops_at_the_device_end() {
 }
 
 #[test]
+fn a_wider_prefetch_window_reads_further_ahead_within_its_bound() {
+    assert_eq!(prefetch_window(layout(8)), 256); // 4 KiB chunks: 1 MiB
+    assert_eq!(prefetch_window(layout(128)), 16);
+    assert_eq!(prefetch_window(layout(256)), DM_PREFETCH_CHUNKS); // 128 KiB: C's
+    assert_eq!(prefetch_window(layout(1 << 21)), DM_PREFETCH_CHUNKS);
+    for sectors in [1, 8, 64, 1024] {
+        let w = prefetch_window(layout(sectors));
+        let bytes = w * u64::from(layout(sectors).chunk_bytes());
+        assert!(w == DM_PREFETCH_CHUNKS || (w > DM_PREFETCH_CHUNKS && bytes <= PREFETCH_BYTES));
+    }
+    let l = layout(1); // stride 33
+    let mut s = Scan::new(l, 1 + 33 * 100).with_prefetch_window(40);
+    let first: Vec<u64> = std::iter::from_fn(|| s.next_prefetch()).collect();
+    assert_eq!(first.len(), 41); // areas 0..=40
+    assert_eq!(first[40], 1 + 33 * 40);
+    // Cut at the device end like the default window.
+    let mut s = Scan::new(l, 1 + 33 * 3).with_prefetch_window(40);
+    assert_eq!(std::iter::from_fn(|| s.next_prefetch()).count(), 3);
+}
+
+#[test]
 fn cleared_garbage_is_written_at_activation_once() {
     // Garbage after the end marker of the last area is cleared in memory
     // and the store asks for the write that makes that durable before any

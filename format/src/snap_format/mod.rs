@@ -147,12 +147,14 @@ pub use self::{
         DISK_EXCEPTION_SIZE, //
     },
     scan::{
+        prefetch_window,
         scan_areas,
         AreaFill,
         Scan,
         ScanResult,
         ScanStop,
-        DM_PREFETCH_CHUNKS, //
+        DM_PREFETCH_CHUNKS,
+        PREFETCH_BYTES, //
     },
     table::{
         parse_options,

@@ -34,6 +34,25 @@ use core::{
 /// C: `DM_PREFETCH_CHUNKS`.
 pub const DM_PREFETCH_CHUNKS: u64 = 12;
 
+/// The metadata the module's activation keeps read ahead: 1 MiB, 256 areas
+/// of 4 KiB chunks. C's twelve areas are 48 KiB at 4 KiB chunks, a few
+/// reads in flight, which leaves a device with a millisecond of latency
+/// idle most of the time; a deeper window keeps it busy, and its bound
+/// keeps the memory (dm-bufio buffers for the window) fixed.
+pub const PREFETCH_BYTES: u64 = 1 << 20;
+
+/// How many areas the module's activation reads ahead for `layout`: as
+/// many as [`PREFETCH_BYTES`] holds, never fewer than C's
+/// [`DM_PREFETCH_CHUNKS`]: 256 areas at 4 KiB chunks, 16 at 64 KiB, C's
+/// twelve from 128 KiB on.
+pub fn prefetch_window(layout: Layout) -> u64 {
+    // A chunk is at least one sector, so the division does not fail.
+    PREFETCH_BYTES
+        .checked_div(u64::from(layout.chunk_bytes()))
+        .filter(|&areas| areas > DM_PREFETCH_CHUNKS)
+        .unwrap_or(DM_PREFETCH_CHUNKS)
+}
+
 /// What one scanned area turned out to be.
 ///
 /// C: the `full` output of `insert_exceptions()`.
@@ -130,6 +149,7 @@ pub struct Scan {
     cow_chunks: u64,
     current_area: u64,
     prefetch_area: u64,
+    prefetch_window: u64,
     max_new_chunk: Option<u64>,
     exceptions: u64,
     phase: ScanPhase,
@@ -145,10 +165,19 @@ impl Scan {
             cow_chunks: layout.device_chunks(cow_sectors),
             current_area: 0,
             prefetch_area: 0,
+            prefetch_window: DM_PREFETCH_CHUNKS,
             max_new_chunk: None,
             exceptions: 0,
             phase: ScanPhase::Reading,
         }
+    }
+
+    /// The same scan reading `areas` areas ahead instead of C's
+    /// [`DM_PREFETCH_CHUNKS`] (see [`prefetch_window`]).
+    #[must_use]
+    pub const fn with_prefetch_window(mut self, areas: u64) -> Self {
+        self.prefetch_window = areas;
+        self
     }
 
     /// The area to read next, or `None` once a partial area was found.
@@ -179,7 +208,9 @@ impl Scan {
 
     /// The next chunk to prefetch before reading the current area, or
     /// `None` when the read-ahead window (current area plus
-    /// [`DM_PREFETCH_CHUNKS`]) is covered or reaches the device end. Call it
+    /// [`DM_PREFETCH_CHUNKS`], or the window set by
+    /// [`Scan::with_prefetch_window`]) is covered or reaches the device
+    /// end. Call it
     /// in a loop before each [`Scan::scan_area`].
     ///
     /// C: the `dm_bufio_prefetch()` loop of `read_exceptions()`.
@@ -188,7 +219,7 @@ impl Scan {
             return None;
         }
         self.prefetch_area = max(self.prefetch_area, self.current_area);
-        if self.prefetch_area > self.current_area.saturating_add(DM_PREFETCH_CHUNKS) {
+        if self.prefetch_area > self.current_area.saturating_add(self.prefetch_window) {
             return None;
         }
         let chunk = self.layout.area_location(self.prefetch_area)?;
