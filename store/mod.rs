@@ -130,8 +130,9 @@ pub(crate) struct StoreData {
     /// The in-memory area and what the commit path needs with it.
     #[pin]
     commit: Mutex<CommitIo>,
-    /// C: `ps->header_area`, one chunk there; here the first page of
-    /// chunk 0 (or all of a smaller chunk).
+    /// C: `ps->header_area`, one chunk there; here the page that
+    /// `write_header` writes over the start of chunk 0 (all of a smaller
+    /// chunk), zeros following it.
     #[pin]
     header: Mutex<IoPage>,
     /// C: `ps->zero_area`, one chunk of zeros there; here one page that
@@ -209,12 +210,12 @@ fn block_sizes(store: &Store) -> Result<BlockSizes> {
 
 impl StoreData {
     /// Reads the start of chunk 0, of `chunk_sectors` sectors, on the
-    /// metadata workqueue and returns the header bytes: a page into the
-    /// header page, or the whole chunk when it is smaller; one logical
-    /// block of the COW device into a buffer of its own when a block is
-    /// larger than a page (a read must cover whole blocks; the chunk is a
-    /// multiple of the block). C: `chunk_io(ps, ps->header_area, 0,
-    /// REQ_OP_READ, 0)`, which reads the whole chunk.
+    /// metadata workqueue and returns the header bytes. The read covers a
+    /// page, or one logical block of the COW device when a block is larger
+    /// (a read must cover whole blocks; the chunk is a multiple of the
+    /// block), or the whole chunk when it is smaller: a buffer of its own,
+    /// as the header is read once per activation. C: `chunk_io(ps,
+    /// ps->header_area, 0, REQ_OP_READ, 0)`, which reads the whole chunk.
     fn read_header_block(
         &self,
         store: &Store,
@@ -224,22 +225,15 @@ impl StoreData {
         cow_region(store, 0, chunk_sectors)?;
         let block = store.cow().logical_block_size() >> SECTOR_SHIFT;
         let region = cow_region(store, 0, chunk_sectors.min(PAGE_SECTORS.max(block)))?;
+        let mut buf = VVec::from_elem(0u8, region.len(), GFP_KERNEL)?;
+        let (io, b) = (&self.io, &mut buf);
+        self.metadata_wq
+            .run_sync(move || io.read(&region, b, 0))??;
         let mut bytes = [0u8; format::DISK_HEADER_SIZE];
-        let io = &self.io;
-        if region.len() <= PAGE_SIZE {
-            let mut page = self.header.lock();
-            let target = &mut *page;
-            self.metadata_wq
-                .run_sync(move || io.read_page(&region, target))??;
-            page.read(0, &mut bytes)?;
-        } else {
-            let mut buf = VVec::from_elem(0u8, region.len(), GFP_KERNEL)?;
-            let b = &mut buf;
-            self.metadata_wq
-                .run_sync(move || io.read(&region, b, 0))??;
-            let head = buf.get(..format::DISK_HEADER_SIZE).ok_or(EINVAL)?;
-            copy_exact(&mut bytes, head)?;
-        }
+        copy_exact(
+            &mut bytes,
+            buf.get(..format::DISK_HEADER_SIZE).ok_or(EINVAL)?,
+        )?;
         Ok(bytes)
     }
 

@@ -293,9 +293,9 @@ impl private::Sealed for KVec<u8> {
 /// # Invariants
 ///
 /// `page` is owned by this value and reached only through it: written
-/// through `&mut self` (by [`IoPage::write`], [`IoPage::clear`], or by dm-io
-/// in [`IoClient::read_page`]), read through `&self` (by [`IoPage::read`],
-/// or by dm-io in [`IoClient::write_page_then_zeros`]). No Rust reference
+/// through `&mut self` (by [`IoPage::write`] and [`IoPage::clear`]), read
+/// through `&self` (by [`IoPage::read`], or by dm-io in
+/// [`IoClient::write_page_then_zeros`]). No Rust reference
 /// to the page's bytes is ever made, so no slice a caller holds can
 /// overlap them. `Send` and `Sync` (from [`Page`]) are sound because of
 /// this: shared access only reads.
@@ -485,39 +485,6 @@ impl IoClient {
         // SAFETY: `mem` describes `region.len()` bytes of `buf`, which is
         // borrowed shared: nothing writes to it while dm-io reads it.
         unsafe { self.submit(region, mem, bindings::req_op_REQ_OP_WRITE | flags.bits()) }
-    }
-
-    /// Reads `region`, at most a page long, into the start of `page`, and
-    /// waits for the read to finish.
-    ///
-    /// # Errors
-    ///
-    /// `EINVAL` if the region is longer than a page; the errno of the
-    /// failed I/O otherwise (`EIO` mostly).
-    ///
-    /// Context: may sleep.
-    pub fn read_page(&self, region: &Region<'_>, page: &mut IoPage) -> Result {
-        Self::check_fits(region, PAGE_SIZE, 0)?;
-        let mut node = bindings::page_list {
-            next: core::ptr::null_mut(),
-            page: page.page.as_ptr(),
-        };
-        // SAFETY: `node` lists one page, from offset 0, and lives until
-        // `submit` returns (it waits for the I/O). dm-io dereferences a node
-        // only while bytes of the region remain, and after each page only
-        // loads `next` without following it (`do_region()`,
-        // `list_next_page()`); the region is no longer than the page
-        // (checked above), so the null `next` is never followed. `page` is
-        // borrowed mutably, and the page is reached only through it (type
-        // invariant of `IoPage`): nothing else accesses it while dm-io
-        // writes into it.
-        unsafe {
-            self.submit(
-                region,
-                Self::page_list(&mut node),
-                bindings::req_op_REQ_OP_READ,
-            )
-        }
     }
 
     /// Writes `region` with `flags` from `head` (its first `PAGE_SIZE`
