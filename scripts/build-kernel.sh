@@ -34,11 +34,12 @@ recipe_configure "$dir"
 recipe_build "$dir"
 touch "$dir/complete"
 
-# Drop unfinished trees and all but the three newest finished ones: an old
+# Drop unfinished trees and all but the four newest finished ones (test,
+# debug and bench kernels, and one more): an old
 # key is unreachable once an input changed.
 for d in "$KROOT"/*/; do
 	[ -f "$d/complete" ] || rm -rf "$d"
 done
-ls -1dt "$KROOT"/*/ | tail -n +4 | xargs -r rm -rf
+ls -1dt "$KROOT"/*/ | tail -n +5 | xargs -r rm -rf
 
 echo "$dir/build"

@@ -63,21 +63,39 @@ as_root() {
 # The inputs of the kernel build, one per line; their hash names the cached
 # build. Anything that can change the built tree belongs here.
 # The kernel's flavour: "test", the kernel the test command boots
-# (kernel/guest.config), or "debug" (DMSNAP_KERNEL=debug: guest.config with
-# kernel/debug.config merged over it). Each has its own cache key.
+# (kernel/guest.config), "debug" (DMSNAP_KERNEL=debug: guest.config with
+# kernel/debug.config merged over it) or "bench" (DMSNAP_KERNEL=bench, for
+# scripts/bench.sh: guest.config with the options of kernel/bench.config
+# replaced). Each has its own cache key.
 KERNEL_FLAVOUR=${DMSNAP_KERNEL:-test}
 case "$KERNEL_FLAVOUR" in
-test | debug) ;;
-*) die "DMSNAP_KERNEL: test or debug, not $KERNEL_FLAVOUR" ;;
+test | debug | bench) ;;
+*) die "DMSNAP_KERNEL: test, debug or bench, not $KERNEL_FLAVOUR" ;;
 esac
 
 # The configuration fragments of the kernel, merged in this order over
-# tinyconfig.
+# tinyconfig. The recipe checks that every line of every fragment landed,
+# so an option set twice would fail it: for "bench", the base is a copy of
+# guest.config without the options bench.config sets (written into the
+# cache, named by its content; the key hashes the copy).
 kernel_fragments() {
-	echo "$TOP/kernel/guest.config"
-	if [ "$KERNEL_FLAVOUR" = debug ]; then
-		echo "$TOP/kernel/debug.config"
-	fi
+	case "$KERNEL_FLAVOUR" in
+	test) echo "$TOP/kernel/guest.config" ;;
+	debug) printf '%s\n' "$TOP/kernel/guest.config" "$TOP/kernel/debug.config" ;;
+	bench)
+		local opts base
+		opts=$(sed -n 's/^\(CONFIG_[A-Za-z0-9_]*\)=.*/\1/p' "$TOP/kernel/bench.config")
+		base=$CACHE_DIR/fragments/guest-for-bench-$(
+			{ cat "$TOP/kernel/guest.config"; echo "$opts"; } | sha256sum | cut -c1-16
+		).config
+		if [ ! -f "$base" ]; then
+			mkdir -p "$CACHE_DIR/fragments"
+			grep -v -F -w -f <(echo "$opts") "$TOP/kernel/guest.config" > "$base.tmp"
+			mv "$base.tmp" "$base"
+		fi
+		printf '%s\n' "$base" "$TOP/kernel/bench.config"
+		;;
+	esac
 }
 
 kernel_inputs() {

@@ -8,7 +8,8 @@
 set -euo pipefail
 
 TOP=$(cd "$DMSNAP_HARNESS/../.." && pwd)
-MODULE_KO=$TOP/dm_snap_persistent.ko
+# The module under test; scripts/bench.sh names one built for its kernel.
+MODULE_KO=${DMSNAP_MODULE_KO:-$TOP/dm_snap_persistent.ko}
 SKIP=77
 
 fail() {
