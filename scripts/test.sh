@@ -88,13 +88,19 @@ bench_report_of() {
 "$TOP/scripts/install-deps.sh"
 
 # Cargo's build output lives in the cache directory (a link from the work
-# tree), shared by every clone, so that a fresh clone does not compile every
-# dependency again. Cargo fingerprints sources (and keeps the crates of
-# clones at other paths apart), so a stale build is never used.
+# tree), one per clone path, so that a fresh clone at the same path (as CI
+# makes) does not compile every dependency again; cargo fingerprints the
+# sources, so a stale build is never used. Not one for all paths: cargo
+# does not rebuild a workspace that moved, and a test built at another path
+# keeps that path (env!("CARGO_BIN_EXE_..."), CARGO_MANIFEST_DIR).
+cargo_key=$(printf '%s' "$TOP" | sha256sum | cut -c1-16)
 for d in target format/fuzz/target; do
+	cache=$CACHE_DIR/cargo/$cargo_key/${d//\//-}
+	mkdir -p "$cache"
+	if [ -L "$TOP/$d" ] && [ "$(readlink "$TOP/$d")" != "$cache" ]; then
+		rm "$TOP/$d"
+	fi
 	if [ ! -e "$TOP/$d" ]; then
-		cache=$CACHE_DIR/cargo/${d//\//-}
-		mkdir -p "$cache"
 		ln -s "$cache" "$TOP/$d"
 	fi
 done
