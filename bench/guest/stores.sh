@@ -189,10 +189,12 @@ w2() {
 	# the activation about 0.6 ms of CPU, which hides a 1 ms read behind
 	# the area being scanned even at C's twelve areas in flight; D2 is the
 	# delay at which reads, not the emulated CPU, bound the activation.
-	for v in brd "delay $D" "delay $D2"; do
+	local views=(brd "delay $D")
+	[ "$D2" != "$D" ] && views+=("delay $D2")
+	for v in "${views[@]}"; do
 		ms=${v#delay }
 		label="$A exceptions"
-		[ "$v" = "delay $D2" ] && label="$A exceptions; $D2 ms reads"
+		[ "$v" != brd ] && [ "$ms" != "$D" ] && label="$A exceptions; $ms ms reads"
 		view "${v%% *}" "$ms"
 		for ((r = R0; r <= R; r++)); do
 			for s in $(stores_of "$r"); do
