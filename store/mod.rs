@@ -87,6 +87,7 @@ use crate::{
 use core::fmt::Write;
 use kernel::{
     alloc::{
+        flags::__GFP_NOWARN,
         kvec::PushError,
         KVVec,
         VVec, //
@@ -352,6 +353,30 @@ impl StoreData {
         }
     }
 
+    /// Writes back the records the activation scan cleared after the end
+    /// marker, if it cleared any and they are not on disk yet, with
+    /// `REQ_PREFLUSH | REQ_FUA`: the first commit calls it before its
+    /// record can reach the disk (see `Pstore::cleanup_write`). A failure
+    /// invalidates the store, as a failed commit write does.
+    fn write_cleanup(&self, store: &Store, area: &VVec<u8>) {
+        let w = match self.with_pstore(|ps| ps.cleanup_write().map_err(report)) {
+            Ok(Some(w)) => w,
+            Ok(None) | Err(_) => return,
+        };
+        let ok = self.write_area(store, area, &w).is_ok();
+        if !ok {
+            crate::dm_err!(
+                PREFIX,
+                "clearing the records after the end marker of area {} failed",
+                w.area
+            );
+        }
+        let _ = self.with_pstore(|ps| {
+            ps.cleanup_done(ok);
+            Ok(())
+        });
+    }
+
     /// Whether the store is valid right now (C: `ps->valid`).
     fn is_valid(&self) -> bool {
         Option::as_ref(&*self.state.lock()).is_some_and(Pstore::is_valid)
@@ -412,7 +437,7 @@ impl<'a> AreaReader<'a> {
                 buf: chunk_buffer(layout)?,
             });
         }
-        let client = BufioClient::new(store.cow(), chunk_bytes)?;
+        let mut client = BufioClient::new(store.cow(), chunk_bytes)?;
         // The area read and the window ahead of it stay in the cache.
         let prefetch = u32::try_from(format::prefetch_window(layout)).unwrap_or(u32::MAX);
         client.set_minimum_buffers(prefetch.saturating_add(1));
@@ -453,9 +478,9 @@ impl<'a> AreaReader<'a> {
 
 /// Why the activation scan's visitor stopped it.
 enum Stop {
-    /// The exception at `index` of the area uses COW chunk `chunk`, which an
-    /// earlier one uses too.
-    Duplicate { chunk: u64, index: u32 },
+    /// An exception of the area uses COW chunk `chunk`, which an earlier
+    /// one uses too.
+    Duplicate { chunk: u64 },
     /// Recording the exception failed.
     Kernel(Error),
 }
@@ -507,9 +532,10 @@ impl PersistentStore {
         Pstore::new_snapshot(layout, write_block, &mut commit.area).map_err(report)
     }
 
-    /// Loads a valid store: scans its areas into `sink`, then makes the
-    /// garbage the scan cleared after the end marker durable, before its
-    /// chunks can be allocated again.
+    /// Loads a valid store: scans its areas into `sink`. Writes nothing,
+    /// as C: the COW device may be read-only. Garbage the scan cleared
+    /// after the end marker goes back to disk before the first commit
+    /// ([`StoreData::write_cleanup`]).
     fn load_store(
         data: &StoreData,
         store: &Store,
@@ -519,19 +545,7 @@ impl PersistentStore {
         sink: &mut ExceptionSink<'_>,
     ) -> Result<Pstore> {
         let scan = Self::read_exceptions(data, store, layout, area, sink)?;
-        let mut ps = Pstore::from_scan(layout, write_block, &scan, area).map_err(report)?;
-        if let Some(w) = ps.cleanup_write().map_err(report)? {
-            if let Err(e) = data.write_area(store, area, &w) {
-                crate::dm_err!(
-                    PREFIX,
-                    "clearing the records after the end marker of area {} failed",
-                    w.area
-                );
-                return Err(e);
-            }
-            ps.cleanup_done();
-        }
-        Ok(ps)
+        Pstore::from_scan(layout, write_block, &scan, area).map_err(report)
     }
 
     /// Scans the metadata areas of a valid store, forwarding every exception
@@ -550,51 +564,62 @@ impl PersistentStore {
         // `format::PREFETCH_BYTES`.
         let mut scan =
             Scan::new(layout, cow_sectors).with_prefetch_window(format::prefetch_window(layout));
-        let mut used = NewChunks::new(layout.device_chunks(cow_sectors));
-        while let Some(next) = scan.next_area().map_err(report)? {
+        let mut used = NewChunks::new();
+        let mut last_area = 0u64;
+        loop {
+            let next = match scan.next_area() {
+                Ok(Some(next)) => next,
+                Ok(None) => break,
+                Err(e) => return Err(Self::refuse(&scan, e, None)),
+            };
+            let bound = format::in_order_bound(layout, next.area).ok_or(EINVAL)?;
             while let Some(chunk) = scan.next_prefetch() {
                 reader.prefetch(chunk);
             }
             let fill = reader.with_chunk(store, layout, next.chunk, |block| {
-                let mut index = 0u32;
                 let fill = scan.scan_area(block, |e| {
-                    let this = index;
-                    index = index.wrapping_add(1);
-                    match used.insert(e.new_chunk) {
+                    match used.insert(e.new_chunk, bound) {
                         Ok(true) => {}
-                        Ok(false) => {
-                            return Err(Stop::Duplicate {
-                                chunk: e.new_chunk,
-                                index: this,
-                            })
-                        }
+                        Ok(false) => return Err(Stop::Duplicate { chunk: e.new_chunk }),
                         Err(err) => return Err(Stop::Kernel(err)),
                     }
                     sink.add(e.old_chunk, e.new_chunk).map_err(Stop::Kernel)
                 });
                 // The last, partial area (the scan stops after it) becomes
                 // the in-memory area.
-                if let Ok(AreaFill::Partial { .. }) = fill {
-                    copy_exact(area, block)?;
+                match fill {
+                    Ok(AreaFill::Partial { .. }) => copy_exact(area, block)?,
+                    Err(ScanStop::Format(e)) => {
+                        return Ok(Err(Self::refuse(&scan, e, Some(block))))
+                    }
+                    _ => {}
                 }
-                Ok(fill)
+                Ok(Ok(fill))
             })?;
-            match fill {
+            match fill? {
                 Ok(_) => {}
                 Err(ScanStop::Format(e)) => return Err(report(e)),
                 Err(ScanStop::Visitor(Stop::Kernel(e))) => return Err(e),
-                Err(ScanStop::Visitor(Stop::Duplicate { chunk, index })) => {
-                    let (first_area, first_index) =
-                        Self::first_use(&mut reader, store, layout, chunk)?;
-                    return Err(report(format::Error::DuplicateNewChunk {
+                Err(ScanStop::Visitor(Stop::Duplicate { chunk })) => {
+                    return Err(Self::duplicate(
+                        &mut reader,
+                        store,
+                        layout,
                         chunk,
-                        first_area,
-                        first_index,
-                        area: next.area,
-                        index,
-                    }));
+                        next.area,
+                    ));
                 }
             }
+            last_area = next.area;
+        }
+        if let Some(chunk) = used.first_duplicate() {
+            return Err(Self::duplicate(
+                &mut reader,
+                store,
+                layout,
+                chunk,
+                last_area,
+            ));
         }
         let result = scan.finish().map_err(report)?;
         if let Some(warning) = result.warning {
@@ -603,59 +628,118 @@ impl PersistentStore {
         Ok(result)
     }
 
-    /// The first record, in scan order, whose `new_chunk` is `chunk`: the
-    /// area and index, for naming both records of a duplicate. Reads the
-    /// areas again from the start; only called on that error.
-    fn first_use(
+    /// Refuses the store for the scan's `error`, logged, followed by the
+    /// size the COW device needs when the store does not fit it. `area`
+    /// holds the bytes of the area being scanned.
+    fn refuse(scan: &Scan, error: format::Error, area: Option<&[u8]>) -> Error {
+        let advice = scan.cow_too_small(&error, area);
+        let errno = report(error);
+        if let Some(advice) = advice {
+            crate::dm_err!(PREFIX, "{}", advice);
+        }
+        errno
+    }
+
+    /// Refuses the store for two records using COW chunk `chunk`, naming
+    /// both: reads the areas `0..=last_area` again to find them (only on
+    /// this error).
+    fn duplicate(
         reader: &mut AreaReader<'_>,
         store: &Store,
         layout: Layout,
         chunk: u64,
-    ) -> Result<(u64, u32)> {
-        let mut area = 0u64;
-        loop {
-            let location = layout.area_location(area).ok_or(EINVAL)?;
+        last_area: u64,
+    ) -> Error {
+        let mut uses = KVec::<(u64, u32)>::new();
+        for area in 0..=last_area {
+            let Some(location) = layout.area_location(area) else {
+                break;
+            };
             let found = reader.with_chunk(store, layout, location, |block| {
-                Ok(format::find_new_chunk(block, chunk))
-            })?;
-            if let Some(index) = found {
-                return Ok((area, index));
+                let mut from = 0u32;
+                while uses.len() < 2 {
+                    let Some(index) = format::find_new_chunk(block, chunk, from) else {
+                        break;
+                    };
+                    uses.push((area, index), GFP_KERNEL)?;
+                    from = index.saturating_add(1);
+                }
+                Ok(())
+            });
+            if let Err(e) = found {
+                return e;
             }
-            area = area.checked_add(1).ok_or(EINVAL)?;
+            if uses.len() == 2 {
+                break;
+            }
+        }
+        match (uses.first(), uses.get(1)) {
+            (Some(&(first_area, first_index)), Some(&(area, index))) => {
+                report(format::Error::DuplicateNewChunk {
+                    chunk,
+                    first_area,
+                    first_index,
+                    area,
+                    index,
+                })
+            }
+            _ => EINVAL,
         }
     }
 }
 
-/// The COW chunks used by the exceptions scanned so far: one bit per chunk
-/// up to the highest `new_chunk` seen, in kvmalloc memory that grows as
-/// needed (never past the device's chunks, as the scan refuses records
-/// beyond the device before they reach it).
+/// The COW chunks used by the exceptions scanned so far, in memory
+/// bounded by what was read (see `format::in_order_bound`): one bit per
+/// chunk below the bound of the area being read, in kvmalloc memory that
+/// grows as needed, and a list of the records beyond it, checked when the
+/// scan ends. Allocations fail with `ENOMEM` rather than warn.
 struct NewChunks {
     words: KVVec<u64>,
-    device_chunks: u64,
+    outliers: KVVec<u64>,
 }
 
 impl NewChunks {
-    fn new(device_chunks: u64) -> Self {
+    fn new() -> Self {
         Self {
             words: KVVec::new(),
-            device_chunks,
+            outliers: KVVec::new(),
         }
     }
 
-    /// Adds `chunk`; `Ok(false)` if an earlier exception used it.
-    fn insert(&mut self, chunk: u64) -> Result<bool> {
+    /// Adds `chunk`, used by a record of an area whose in-order bound is
+    /// `bound`; `Ok(false)` if an earlier exception used it (an outlier is
+    /// only checked by [`NewChunks::first_duplicate`]).
+    fn insert(&mut self, chunk: u64, bound: u64) -> Result<bool> {
+        if chunk >= bound {
+            self.outliers.push(chunk, GFP_KERNEL | __GFP_NOWARN)?;
+            return Ok(true);
+        }
         let need = ChunkBits::words_for(chunk).ok_or(EINVAL)?;
         if need > self.words.len() {
-            // Double, to keep growth amortized, but not past the device.
-            let cap = ChunkBits::words_for(self.device_chunks).ok_or(EINVAL)?;
+            // Double, to keep growth amortized, but not past the bound.
+            let cap = ChunkBits::words_for(bound.saturating_sub(1)).ok_or(EINVAL)?;
             let len = need
                 .max(self.words.len().saturating_mul(2))
                 .min(cap)
                 .max(need);
-            self.words.resize(len, 0, GFP_KERNEL)?;
+            self.words.resize(len, 0, GFP_KERNEL | __GFP_NOWARN)?;
         }
         ChunkBits::new(&mut self.words).insert(chunk).ok_or(EINVAL)
+    }
+
+    /// A chunk that two records use, among those the outliers take part
+    /// in, if any. Sorts the outliers.
+    fn first_duplicate(&mut self) -> Option<u64> {
+        self.outliers.sort_unstable();
+        let bits = ChunkBits::new(&mut self.words);
+        let mut prev = None;
+        for &chunk in self.outliers.iter() {
+            if prev == Some(chunk) || bits.contains(chunk) {
+                return Some(chunk);
+            }
+            prev = Some(chunk);
+        }
+        None
     }
 }
 
@@ -667,7 +751,7 @@ impl ExceptionStore for PersistentStore {
     fn new(store: &mut StoreSetup<'_>, options: Option<&CStr>) -> Result<Self::Data> {
         let Ok(metadata_wq) = DedicatedQueue::builder(Placement::PerCpu)
             .mem_reclaim()
-            .build(c"ksnaphd")
+            .build(c"ksnaphd", kernel::static_lock_class!())
         else {
             crate::dm_err!(PREFIX, "{}", format::messages::WORKQUEUE_FAILED);
             return Err(ENOMEM);
@@ -759,15 +843,23 @@ impl ExceptionStore for PersistentStore {
         };
         let mut commit = data.commit.lock();
         if let Err(PushError(done)) = commit.callbacks.push_within_capacity(done) {
-            // Cannot happen (the format core completes a batch when it
-            // holds `batch_capacity()` callbacks, this vector's capacity),
-            // but if it did, the exception fails rather than waiting
-            // forever.
+            // Cannot happen: the format core completes a batch when it
+            // holds `batch_capacity()` callbacks, this vector's capacity.
+            // If it did, the core consumes the exception as a failed one,
+            // so that the flush the pending ones wait for still comes.
+            let step =
+                data.commit_step(format::Error::CommitWithoutPrepare, Pstore::abandon_commit);
+            let due = data.drive_commit(store, &mut commit.area, step);
+            let batch = due.then(|| commit.take_callbacks());
             drop(commit);
             done.complete(false);
+            if let Some(batch) = batch {
+                data.complete(batch);
+            }
             return;
         }
         let CommitIo { area, .. } = &mut *commit;
+        data.write_cleanup(store, area);
 
         let step = data.commit_step(format::Error::CommitWithoutPrepare, |ps| {
             ps.commit_exception(area, e, valid)

@@ -292,6 +292,16 @@ fn cleared_garbage_cannot_be_revived_by_the_next_commit() {
     let mut s = Pstore::from_scan(l, LogicalBlockSize::SECTOR, &r, &mut area).unwrap();
     let c = s.prepare_exception(sectors(&img)).unwrap();
     assert_eq!(c, 4);
+    // No record may reach the disk before the cleared garbage does.
+    assert_eq!(
+        s.commit_exception(&mut area, ex(3, c), true),
+        Err(Error::CleanupPending)
+    );
+    let w = s.cleanup_write().unwrap().expect("a cleanup write");
+    let dst = chunk_range(l, w.chunk).start + w.range().unwrap().start;
+    img[dst..dst + w.len as usize].copy_from_slice(w.bytes(&area).unwrap());
+    s.cleanup_done(true);
+    assert_eq!(read_exception(&img[base..base + 512], 3), Some(ex(0, 0)));
     let CommitStep::WriteArea(w) = s.commit_exception(&mut area, ex(3, c), true).unwrap() else {
         panic!("expected a write");
     };
@@ -445,7 +455,7 @@ fn cleared_garbage_is_written_at_activation_once() {
         read_exception(w.bytes(&area).unwrap(), 5),
         Some(Exception::default())
     );
-    s.cleanup_done();
+    s.cleanup_done(true);
     assert_eq!(s.cleanup_write(), Ok(None));
     // A clean area asks for nothing.
     let mut clean = vec![0u8; 512];
@@ -472,6 +482,8 @@ fn chunk_bits_find_the_second_use_of_a_chunk() {
     assert_eq!(bits.insert(3), Some(true));
     assert_eq!(bits.insert(2), Some(false));
     assert_eq!(bits.insert(256), None, "beyond the words");
+    assert!(bits.contains(200) && bits.contains(3));
+    assert!(!bits.contains(4) && !bits.contains(256) && !bits.contains(u64::MAX));
     let mut area = vec![0u8; 512];
     write_exception(
         &mut area,
@@ -500,8 +512,9 @@ fn chunk_bits_find_the_second_use_of_a_chunk() {
         },
     )
     .unwrap();
-    assert_eq!(find_new_chunk(&area, 3), Some(1));
-    assert_eq!(find_new_chunk(&area, 9), None, "after the end marker");
+    assert_eq!(find_new_chunk(&area, 3, 0), Some(1));
+    assert_eq!(find_new_chunk(&area, 3, 2), None);
+    assert_eq!(find_new_chunk(&area, 9, 0), None, "after the end marker");
 }
 
 /// A record seen by the checking walk: area, index, record, broken rule.
@@ -565,4 +578,121 @@ fn checking_walk_reports_the_same_garbage_warning_as_the_scan() {
     assert!(r.warning.is_some());
     assert_eq!(scan.warning(), r.warning);
     assert_eq!(scan.finish().unwrap(), r);
+}
+
+#[test]
+fn failed_cleanup_invalidates_and_no_record_is_written() {
+    let l = layout(1);
+    let mut img = store_image(l, 100, &[vec![ex(1, 2)]]);
+    let base = chunk_range(l, 1).start;
+    write_exception(&mut img[base..base + 512], 4, ex(9, 5)).unwrap();
+    let (r, _, mut area) = scan(&img, l).unwrap();
+    let mut s = Pstore::from_scan(l, LogicalBlockSize::SECTOR, &r, &mut area).unwrap();
+    let c = s.prepare_exception(sectors(&img)).unwrap();
+    assert!(s.cleanup_write().unwrap().is_some());
+    s.cleanup_done(false);
+    assert!(!s.is_valid());
+    assert_eq!(s.cleanup_write(), Ok(None));
+    // The commit goes through as a failed one: no write, callbacks due.
+    assert_eq!(
+        s.commit_exception(&mut area, ex(3, c), true),
+        Ok(CommitStep::Complete {
+            callbacks: 1,
+            valid: false,
+            clear_area: false
+        })
+    );
+}
+
+#[test]
+fn a_merge_write_carries_the_cleanup() {
+    let l = layout(1);
+    let mut img = store_image(l, 100, &[vec![ex(1, 2), ex(2, 3)]]);
+    let base = chunk_range(l, 1).start;
+    write_exception(&mut img[base..base + 512], 6, ex(9, 5)).unwrap();
+    let (r, _, mut area) = scan(&img, l).unwrap();
+    let mut s = Pstore::from_scan(l, LogicalBlockSize::SECTOR, &r, &mut area).unwrap();
+    let Prep::Run(run) = merge_prepare(&mut s, &area).unwrap() else {
+        panic!("expected a run in memory");
+    };
+    assert_eq!(run.count, 2);
+    let w = merge_commit(&mut s, &mut area, 1).unwrap();
+    assert!(w.range().unwrap().contains(&(6 * 16)));
+    s.commit_merge_done(true).unwrap();
+    assert_eq!(s.cleanup_write(), Ok(None));
+}
+
+#[test]
+fn in_order_bound_covers_every_chunk_an_area_can_use() {
+    for sectors in [1u32, 8, 1024] {
+        let l = layout(sectors);
+        let epa = u64::from(l.exceptions_per_area());
+        let areas = in_order(l, 3 * epa, |k| k);
+        for (k, es) in areas.iter().enumerate() {
+            let bound = in_order_bound(l, k as u64).unwrap();
+            assert!(es.iter().all(|e| e.new_chunk < bound), "area {k}");
+            assert_eq!(bound, l.area_location(k as u64 + 1).unwrap());
+        }
+    }
+    assert_eq!(in_order_bound(layout(1), u64::MAX), None);
+}
+
+#[test]
+fn a_shrunk_cow_is_told_how_large_it_must_be() {
+    // 512-byte chunks: area 0 at chunk 1 holds 32 exceptions (chunks 2..33),
+    // area 1 at chunk 34 holds 5 (chunks 35..39). The device had 64 chunks.
+    let l = layout(1);
+    let areas = in_order(l, 37, |k| k);
+    let img = store_image(l, 64, &areas);
+    // Shrunk to 37 chunks: area 1 is on it, its last two records are not.
+    let small = &img[..37 * 512];
+    let mut area = vec![0u8; 512];
+    let mut s = Scan::new(l, 37);
+    let mut advice = None;
+    while let Some(io) = s.next_area().unwrap() {
+        read_chunk(small, l, io.chunk, &mut area).unwrap();
+        if let Err(e) = s.validate_area(&area) {
+            assert!(
+                matches!(e, Error::NewChunkBeyondDevice { area: 1, .. }),
+                "{e}"
+            );
+            advice = s.cow_too_small(&e, Some(&area));
+            break;
+        }
+    }
+    let advice = advice.expect("advice");
+    assert_eq!(
+        advice,
+        CowTooSmall {
+            cow_sectors: 37,
+            needed_sectors: 40,
+            exact: true
+        }
+    );
+    assert_eq!(
+        advice.to_string(),
+        "COW device of 37 sectors is too small for its exceptions: it must have 40 sectors or more to load"
+    );
+    // Shrunk to 30 chunks: area 0 is full and points past the end, area 1
+    // cannot be read: at least through area 1's chunk.
+    let mut s = Scan::new(l, 30);
+    let io = s.next_area().unwrap().unwrap();
+    read_chunk(&img, l, io.chunk, &mut area).unwrap();
+    let e = s.validate_area(&area).unwrap_err();
+    let advice = s.cow_too_small(&e, Some(&area)).unwrap();
+    assert_eq!((advice.needed_sectors, advice.exact), (35, false));
+    assert!(advice.to_string().contains("at least 35 sectors"));
+    // Shrunk to 34 chunks: area 0 is fine, area 1 is past the end.
+    let mut s = Scan::new(l, 34);
+    let io = s.next_area().unwrap().unwrap();
+    read_chunk(&img, l, io.chunk, &mut area).unwrap();
+    s.validate_area(&area).unwrap();
+    let e = s.next_area().unwrap_err();
+    let advice = s.cow_too_small(&e, None).unwrap();
+    assert_eq!(
+        (advice.cow_sectors, advice.needed_sectors, advice.exact),
+        (34, 35, false)
+    );
+    // Other errors get no advice.
+    assert_eq!(s.cow_too_small(&Error::ScanState, None), None);
 }

@@ -691,3 +691,37 @@ fn a_refusal_that_fills_the_batch_completes_it_at_once() {
         })
     ));
 }
+
+#[test]
+fn an_abandoned_commit_goes_through_the_pending_count() {
+    let l = layout(1);
+    let mut area = vec![0u8; 512];
+    let mut s = Pstore::new_snapshot(l, LogicalBlockSize::SECTOR, &mut area).unwrap();
+    let a = s.prepare_exception(100).unwrap();
+    let _b = s.prepare_exception(100).unwrap();
+    let c = s.prepare_exception(100).unwrap();
+    assert_eq!(
+        s.commit_exception(&mut area, ex(1, a), true),
+        Ok(CommitStep::Queued)
+    );
+    // The second one's callback could not be queued: one still pending.
+    assert_eq!(
+        s.abandon_commit(),
+        Ok(CommitStep::Refused {
+            error: Error::CallbackQueueFull,
+            callbacks: 0
+        })
+    );
+    assert!(!s.is_valid());
+    assert_eq!(s.pending_count(), 1);
+    // The last pending one ends the flush: its callback and the first.
+    assert_eq!(
+        s.commit_exception(&mut area, ex(3, c), true),
+        Ok(CommitStep::Complete {
+            callbacks: 2,
+            valid: false,
+            clear_area: false
+        })
+    );
+    assert_eq!(s.abandon_commit(), Err(Error::CommitWithoutPrepare));
+}

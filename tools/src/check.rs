@@ -494,6 +494,8 @@ fn check_areas<I: BlockIo, R: FnMut(&Problem)>(
     // reported; the first one is where the module would refuse the store.
     let mut scan = Scan::new(layout, cow_sectors);
     let mut refusal = None;
+    // The size the module would ask for, after its refusal.
+    let mut advice = None;
     let mut old_chunks = opts
         .duplicates
         .then(|| OldChunkFilter::new(layout.device_chunks(cow_sectors)));
@@ -511,11 +513,15 @@ fn check_areas<I: BlockIo, R: FnMut(&Problem)>(
             Ok(None) => break,
             Err(e) => {
                 c.error(&e);
+                if refusal.is_none() {
+                    advice = scan.cow_too_small(&e, None);
+                }
                 refusal.get_or_insert(e);
                 break;
             }
         };
         read_area(io, layout, &aio, &mut buf)?;
+        let refused_before = refusal.is_some();
         c.summary.areas = c.summary.areas.saturating_add(1);
         let area = aio.area;
         let checked = scan.check_area(&buf, |index, e, broken| {
@@ -546,6 +552,9 @@ fn check_areas<I: BlockIo, R: FnMut(&Problem)>(
             }
         });
         progress.update(c.summary.areas);
+        if let (false, Some(e)) = (refused_before, refusal.as_ref()) {
+            advice = scan.cow_too_small(e, Some(&buf));
+        }
         if let Err(e) = checked {
             c.error(&e);
             refusal.get_or_insert(e);
@@ -565,7 +574,10 @@ fn check_areas<I: BlockIo, R: FnMut(&Problem)>(
         report_old_chunk_duplicates(io, layout, cow_sectors, filter, progress, c)?;
     }
     c.summary.verdict = match refusal {
-        Some(e) => Verdict::Refused(e.to_string()),
+        Some(e) => Verdict::Refused(match advice {
+            Some(a) => format!("{e}; {a}"),
+            None => e.to_string(),
+        }),
         None => match scan.finish() {
             Ok(r) => Verdict::Valid(r),
             Err(e) => Verdict::Refused(e.to_string()),

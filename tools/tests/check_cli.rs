@@ -402,3 +402,19 @@ fn header_only_reads_no_area() {
     write(&cow, &img);
     assert_eq!(run(CHECK, &["--header-only", s(&cow)]).code, 1);
 }
+
+#[test]
+fn a_shrunk_cow_is_told_the_size_it_needs_as_the_module_says() {
+    // 40 exceptions at 512-byte chunks: area 1 (chunk 34) holds 8, the
+    // last at chunk 42. Cut the device after chunk 39.
+    let (_, _, img) = clean();
+    let o = check("shrunk", &img[..40 * 512], &[]);
+    assert_eq!(o.code, 1);
+    assert!(
+        o.stdout.contains(
+            "module: would refuse the device: exception 5 of area 1: new_chunk 40 is beyond the end of the COW device (40 chunks); COW device of 40 sectors is too small for its exceptions: it must have 43 sectors or more to load"
+        ),
+        "{}",
+        o.stdout
+    );
+}

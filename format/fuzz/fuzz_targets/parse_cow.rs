@@ -127,12 +127,8 @@ fn run(data: &[u8]) {
         HeaderDecision::Valid(_) => match scan_image(&img, l) {
             Ok((r, seen, mut area)) => {
                 let mut s = Pstore::from_scan(l, wb, &r, &mut area).unwrap();
-                // As the kernel store: the cleared garbage is written back.
-                if let Some(w) = s.cleanup_write().unwrap() {
-                    if write_at(&mut img, w.sector, w.bytes(&area).unwrap()) {
-                        s.cleanup_done();
-                    }
-                }
+                // Activation writes nothing: the cleared garbage goes back
+                // to disk before the first commit, below.
                 (s, area, seen)
             }
             Err(e) => {
@@ -158,6 +154,14 @@ fn run(data: &[u8]) {
                 assert_eq!(e.errno(), errno::ENOSPC);
                 break;
             }
+        }
+    }
+    // As the kernel store: the first commit writes the cleared garbage
+    // back before its record.
+    if !prepared.is_empty() {
+        if let Some(w) = store.cleanup_write().unwrap() {
+            let ok = write_at(&mut img, w.sector, w.bytes(&area).unwrap());
+            store.cleanup_done(ok);
         }
     }
     for (k, c) in prepared.iter().enumerate() {

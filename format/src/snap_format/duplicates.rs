@@ -2,7 +2,24 @@
 
 //! Duplicate `new_chunk` detection for the activation scan.
 
-use super::records::read_exception;
+use super::{
+    layout::Layout,
+    records::read_exception, //
+};
+
+/// The chunks below which every `new_chunk` of areas `0..=area` lies in a
+/// store whose chunks were allocated in order, as both stores allocate
+/// them: `area_location(area + 1)`, the next area's metadata chunk.
+///
+/// The activation scan keeps one bit per chunk below this bound (at the
+/// last area read), so its bitmap grows with the areas read, by
+/// `chunk_bytes / 128` bytes each, whatever a record claims; a record
+/// beyond it is an outlier, kept in a list (8 bytes per record read) and
+/// checked against the bitmap and the other outliers when the scan ends.
+/// Hostile or not, no record sizes an allocation.
+pub fn in_order_bound(layout: Layout, area: u64) -> Option<u64> {
+    layout.area_location(area.checked_add(1)?)
+}
 
 /// A set of chunks, one bit per chunk, over words the caller owns (and
 /// grows: [`ChunkBits::words_for`] says how many a chunk needs). The
@@ -26,6 +43,18 @@ impl<'a> ChunkBits<'a> {
         usize::try_from(chunk.wrapping_shr(6).checked_add(1)?).ok()
     }
 
+    /// Whether `chunk` is in the set (`false` beyond the words).
+    pub fn contains(&self, chunk: u64) -> bool {
+        let (Ok(word), Ok(shift)) = (
+            usize::try_from(chunk.wrapping_shr(6)),
+            u32::try_from(chunk & 63),
+        ) else {
+            return false;
+        };
+        let bit = 1u64.wrapping_shl(shift);
+        self.words.get(word).is_some_and(|w| w & bit != 0)
+    }
+
     /// Adds `chunk`; `Some(false)` if it was there already, `None` if the
     /// words are too few.
     pub fn insert(&mut self, chunk: u64) -> Option<bool> {
@@ -38,11 +67,11 @@ impl<'a> ChunkBits<'a> {
     }
 }
 
-/// The index of the first record of `area` (up to its end marker) whose
-/// `new_chunk` is `chunk`; used to name the first of two records that
-/// share a chunk.
-pub fn find_new_chunk(area: &[u8], chunk: u64) -> Option<u32> {
-    let mut index = 0u32;
+/// The index of the first record of `area` from index `from` on (up to its
+/// end marker) whose `new_chunk` is `chunk`; used to name the two records
+/// that share a chunk.
+pub fn find_new_chunk(area: &[u8], chunk: u64, from: u32) -> Option<u32> {
+    let mut index = from;
     while let Some(e) = read_exception(area, index) {
         if e.is_end_marker() {
             return None;

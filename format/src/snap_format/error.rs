@@ -320,6 +320,16 @@ pub enum Error {
     ///
     /// No C check (C's counter would go negative), `-EINVAL`.
     CommitWithoutPrepare,
+    /// The caller could not queue the callback of an exception to commit:
+    /// its queue was full, which [`crate::batch_capacity`] rules out.
+    ///
+    /// No C counterpart, `-EINVAL`.
+    CallbackQueueFull,
+    /// `commit_exception` was called before the records cleared after the
+    /// end marker at activation were written back.
+    ///
+    /// No C counterpart (C leaves them on disk), `-EINVAL`.
+    CleanupPending,
     /// A call was made while a commit flush waits for I/O results.
     ///
     /// No C counterpart (C does the I/O synchronously), `-EINVAL`.
@@ -391,6 +401,8 @@ impl Error {
             | Self::UnexpectedEndMarker { .. }
             | Self::DuplicateNewChunk { .. }
             | Self::CommitWithoutPrepare
+            | Self::CleanupPending
+            | Self::CallbackQueueFull
             | Self::FlushInProgress
             | Self::NoFlushInProgress
             | Self::ScanState
@@ -521,6 +533,12 @@ impl fmt::Display for Error {
             Self::CommitWithoutPrepare => {
                 f.write_str("commit_exception called with no prepared exception pending")
             }
+            Self::CallbackQueueFull => {
+                f.write_str("no room to queue the completion of an exception to commit")
+            }
+            Self::CleanupPending => f.write_str(
+                "commit_exception called before the records cleared after the end marker were written"
+            ),
             Self::FlushInProgress => f.write_str("a metadata flush is waiting for I/O"),
             Self::NoFlushInProgress => f.write_str("no metadata flush is waiting for I/O"),
             Self::ScanState => f.write_str("metadata scan called out of order"),

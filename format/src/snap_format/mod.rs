@@ -98,6 +98,7 @@ pub use self::{
     },
     duplicates::{
         find_new_chunk,
+        in_order_bound,
         ChunkBits, //
     },
     error::{
@@ -150,6 +151,7 @@ pub use self::{
         prefetch_window,
         scan_areas,
         AreaFill,
+        CowTooSmall,
         Scan,
         ScanResult,
         ScanStop,

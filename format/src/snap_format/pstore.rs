@@ -328,6 +328,9 @@ pub struct Pstore {
     callback_count: u32,
     batch_limit: u32,
     dirty: Option<Dirty>,
+    /// The scan cleared records after the end marker that are still on
+    /// disk: see [`Pstore::cleanup_write`].
+    cleanup: bool,
     flush: FlushPhase,
     merge: MergePhase,
 }
@@ -356,6 +359,7 @@ impl Pstore {
             callback_count: 0,
             batch_limit: batch_capacity(layout),
             dirty: None,
+            cleanup: false,
             flush: FlushPhase::Idle,
             merge: MergePhase::Idle,
         })
@@ -417,8 +421,9 @@ impl Pstore {
 
     /// The store after a successful scan. `area` must hold the bytes of the
     /// last, partial area (C: the `memcpy` into `ps->area`). Records at and
-    /// after the end marker are zeroed and marked dirty (see
-    /// [`Warning::GarbageAfterEndMarker`]).
+    /// after the end marker are zeroed in memory and marked dirty (see
+    /// [`Warning::GarbageAfterEndMarker`]); nothing is written until the
+    /// first commit ([`Pstore::cleanup_write`]).
     ///
     /// C: the state left by `read_exceptions()`.
     ///
@@ -447,18 +452,27 @@ impl Pstore {
             if read_exception(area, index) != Some(Exception::default()) {
                 clear_exception(area, index).ok_or(Error::Overflow)?;
                 s.mark_dirty(index)?;
+                s.cleanup = true;
             }
         }
         Ok(s)
     }
 
     /// The write that makes durable the garbage [`Pstore::from_scan`]
-    /// cleared after the end marker, or `None` if it cleared none (or the
-    /// store is invalid, and then never writes its area). Do it with
-    /// `REQ_PREFLUSH | REQ_FUA` before the store is used, and report
-    /// success with [`Pstore::cleanup_done`]: a record left on disk could
-    /// otherwise come back after a torn commit, once its chunk was
-    /// allocated again.
+    /// cleared after the end marker, or `None` if there is none to write
+    /// (none was cleared, it was written, the area was left by a merge, or
+    /// the store is invalid and never writes its area). Do it with
+    /// `REQ_PREFLUSH | REQ_FUA` before the first
+    /// [`Pstore::commit_exception`], which refuses to run until it is
+    /// reported with [`Pstore::cleanup_done`].
+    ///
+    /// Why before the first commit: a commit writes its record over the
+    /// end marker, and if that write is torn (the block with the new
+    /// record durable, a later block not), a record left behind it becomes
+    /// an exception on the next load, pointing at a chunk that may by then
+    /// hold other data. Why not at activation: activation must not write a
+    /// COW device that may be read-only, and C never does for a valid
+    /// store; a store that is never written keeps its garbage harmlessly.
     ///
     /// No C counterpart (C leaves the garbage on disk).
     ///
@@ -466,17 +480,27 @@ impl Pstore {
     ///
     /// [`Error::Overflow`] if the write does not fit the arithmetic.
     pub fn cleanup_write(&self) -> Result<Option<AreaWrite>, Error> {
-        if !self.valid || self.dirty.is_none() || self.flush != FlushPhase::Idle {
+        if !self.cleanup || !self.valid || self.flush != FlushPhase::Idle {
             return Ok(None);
         }
         self.area_write().map(Some)
     }
 
-    /// The [`Pstore::cleanup_write`] succeeded: the area on disk equals the
-    /// area in memory.
-    pub fn cleanup_done(&mut self) {
-        if self.flush == FlushPhase::Idle && self.merge == MergePhase::Idle {
-            self.dirty = None;
+    /// Reports the outcome of the [`Pstore::cleanup_write`]. On success
+    /// the area on disk equals the area in memory; a failure invalidates
+    /// the store, as a failed commit write does (C: `ps->valid = 0` after
+    /// `area_io()` fails), so that its area is never written again.
+    pub fn cleanup_done(&mut self, ok: bool) {
+        if !self.cleanup {
+            return;
+        }
+        if ok {
+            self.cleanup = false;
+            if self.flush == FlushPhase::Idle && self.merge == MergePhase::Idle {
+                self.dirty = None;
+            }
+        } else {
+            self.valid = false;
         }
     }
 
@@ -639,7 +663,8 @@ impl Pstore {
     /// # Errors
     ///
     /// [`Error::BufferSize`], [`Error::FlushInProgress`],
-    /// [`Error::CommitWithoutPrepare`] or [`Error::IndexOutOfArea`]: the
+    /// [`Error::CleanupPending`], [`Error::CommitWithoutPrepare`] or
+    /// [`Error::IndexOutOfArea`]: the
     /// caller broke the protocol, and nothing changes.
     pub fn commit_exception(
         &mut self,
@@ -650,6 +675,9 @@ impl Pstore {
         self.layout.check_area_len(area.len())?;
         if self.flush != FlushPhase::Idle {
             return Err(Error::FlushInProgress);
+        }
+        if self.cleanup && self.valid {
+            return Err(Error::CleanupPending);
         }
         let pending = self
             .pending_count
@@ -703,6 +731,42 @@ impl Pstore {
             return Ok(CommitStep::ZeroNextArea(io));
         }
         self.flush_write_or_finish(false)
+    }
+
+    /// Consumes a prepared exception that the caller could not record
+    /// because its queue of callbacks was full (which [`batch_capacity`]
+    /// rules out): the store becomes invalid, as for a refused exception,
+    /// and the exception's callback is the caller's to complete, with
+    /// failure; it is not counted. Returns [`CommitStep::Refused`] with the
+    /// queued callbacks due now: all of them when no other exception is
+    /// pending or the batch is full, else 0 (the last pending exception
+    /// ends the flush).
+    ///
+    /// No C counterpart (C's callback array holds an area's worth).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::FlushInProgress`] or [`Error::CommitWithoutPrepare`];
+    /// nothing changes then.
+    pub fn abandon_commit(&mut self) -> Result<CommitStep, Error> {
+        if self.flush != FlushPhase::Idle {
+            return Err(Error::FlushInProgress);
+        }
+        let pending = self
+            .pending_count
+            .checked_sub(1)
+            .ok_or(Error::CommitWithoutPrepare)?;
+        self.pending_count = pending;
+        self.valid = false;
+        let callbacks = if pending == 0 || self.callback_count >= self.batch_limit {
+            core::mem::take(&mut self.callback_count)
+        } else {
+            0
+        };
+        Ok(CommitStep::Refused {
+            error: Error::CallbackQueueFull,
+            callbacks,
+        })
     }
 
     fn flush_write_or_finish(&mut self, zero_failed: bool) -> Result<CommitStep, Error> {
@@ -846,6 +910,9 @@ impl Pstore {
         self.current_area = prev;
         self.current_committed = self.layout.exceptions_per_area();
         self.dirty = None;
+        // Garbage left in the area merged away is zeroed on disk before
+        // that area takes a record again ([`CommitStep::ZeroNextArea`]).
+        self.cleanup = false;
         self.merge = MergePhase::Finding;
         Ok(self.run_query())
     }
@@ -951,7 +1018,9 @@ impl Pstore {
             .ok_or(Error::Overflow)?;
         self.current_committed = cc;
         self.next_free = next_free;
+        // The write covered the whole dirty range, cleared garbage included.
         self.dirty = None;
+        self.cleanup = false;
         self.merge = MergePhase::Idle;
         Ok(())
     }

@@ -6,6 +6,7 @@
 use super::{
     duplicates::{
         find_new_chunk,
+        in_order_bound,
         ChunkBits, //
     },
     pstore::Pstore, //
@@ -26,7 +27,8 @@ use super::{
 };
 use core::{
     cmp::max,
-    convert::Infallible, //
+    convert::Infallible,
+    fmt, //
 };
 
 /// How many metadata areas the activation scan reads ahead.
@@ -139,8 +141,8 @@ enum ScanPhase {
 /// | `new_chunk` at/after the end of the COW device (whole chunks), which also covers values of 2^56 and above that would corrupt dm's consecutive-chunk count | no | [`Error::NewChunkBeyondDevice`] |
 /// | `old_chunk` past the largest possible block device (2^63-1 bytes) or past 56 bits | no | [`Error::OldChunkTooLarge`] |
 /// | an area to read lies beyond the device end (previous area full) | no (its read fails) | [`Error::AreaBeyondDevice`] before any read |
-/// | nonzero bytes in/after the end-marker record | no (ignored) | ignored as in C, reported as [`Warning::GarbageAfterEndMarker`], cleared by [`Pstore::from_scan`] and written back at activation ([`Pstore::cleanup_write`]) so that no later crash can revive them |
-/// | duplicate `new_chunk` | no | [`Error::DuplicateNewChunk`], found by the caller with [`ChunkBits`] (one bit per chunk up to the highest `new_chunk`) and named with [`find_new_chunk`] |
+/// | nonzero bytes in/after the end-marker record | no (ignored) | ignored as in C, reported as [`Warning::GarbageAfterEndMarker`], cleared by [`Pstore::from_scan`] and written back before the first commit's record ([`Pstore::cleanup_write`]), never at activation, so that no later crash can revive them |
+/// | duplicate `new_chunk` | no | [`Error::DuplicateNewChunk`], found by the caller with [`ChunkBits`] (one bit per chunk below [`in_order_bound`], a sorted list for the records beyond it) and named with [`find_new_chunk`] |
 /// | duplicate `old_chunk` | no | not checked, as with C: which mapping dm-snapshot's hash table returns depends on the order in the slot |
 /// | `new_chunk` outside the stretch of its own area | no | not checked: stores written by old kernels committed out of order |
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -413,4 +415,88 @@ where
             })?;
     }
     scan.finish()
+}
+
+/// How large a COW device must be to load, when the scan stopped because
+/// the store does not fit it ([`Error::NewChunkBeyondDevice`],
+/// [`Error::AreaBeyondDevice`]): typically a snapshot volume reduced below
+/// its usage. Logged after the error, so that extending the device back is
+/// the obvious way out; [`Scan::cow_too_small`] makes one.
+///
+/// No C counterpart (C loads such a store and fails the reads and writes
+/// that reach past the end).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CowTooSmall {
+    /// Sectors on the COW device.
+    pub cow_sectors: u64,
+    /// Sectors the store needs: through the highest chunk its exceptions
+    /// use, or through the first metadata area past the device end.
+    pub needed_sectors: u64,
+    /// Whether the scan read the last area, so that `needed_sectors` is
+    /// what the store needs; otherwise areas beyond the device end could
+    /// not be read and it is a lower bound.
+    pub exact: bool,
+}
+
+impl fmt::Display for CowTooSmall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            cow_sectors,
+            needed_sectors,
+            exact,
+        } = self;
+        if *exact {
+            write!(
+                f,
+                "COW device of {cow_sectors} sectors is too small for its exceptions: it must have {needed_sectors} sectors or more to load"
+            )
+        } else {
+            write!(
+                f,
+                "COW device of {cow_sectors} sectors is too small for its exceptions: it must have at least {needed_sectors} sectors to load (its last metadata areas are beyond its end; its size before it shrank is enough)"
+            )
+        }
+    }
+}
+
+impl Scan {
+    /// The size a COW device needs for the store whose scan stopped with
+    /// `error`, or `None` for any other error. `area` holds the bytes of
+    /// the area that broke the rule ([`Error::NewChunkBeyondDevice`]); the
+    /// highest chunk used is taken over it and the areas before.
+    pub fn cow_too_small(&self, error: &Error, area: Option<&[u8]>) -> Option<CowTooSmall> {
+        let seen = self.max_new_chunk.unwrap_or(0);
+        let (chunks, exact) = match *error {
+            Error::NewChunkBeyondDevice { area: index, .. } => {
+                let bytes = area?;
+                let mut highest = seen;
+                let mut full = true;
+                for i in 0..self.layout.exceptions_per_area() {
+                    let e = read_exception(bytes, i)?;
+                    if e.is_end_marker() {
+                        full = false;
+                        break;
+                    }
+                    highest = max(highest, e.new_chunk);
+                }
+                if full {
+                    // The next area follows this one's chunks: it is
+                    // beyond the end too, and may hold more.
+                    let next = self.layout.area_location(index.checked_add(1)?)?;
+                    (max(highest, next).checked_add(1)?, false)
+                } else {
+                    (highest.checked_add(1)?, true)
+                }
+            }
+            Error::AreaBeyondDevice { chunk, .. } => (max(seen, chunk).checked_add(1)?, false),
+            _ => return None,
+        };
+        Some(CowTooSmall {
+            cow_sectors: self
+                .cow_chunks
+                .checked_mul(u64::from(self.layout.chunk_sectors()))?,
+            needed_sectors: chunks.checked_mul(u64::from(self.layout.chunk_sectors()))?,
+            exact,
+        })
+    }
 }
