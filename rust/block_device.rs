@@ -39,8 +39,13 @@ use kernel::{
 #[repr(transparent)]
 pub struct BlockDevice(Opaque<bindings::block_device>);
 
-// SAFETY: A `struct block_device` may be used from any thread; the queries
-// below only read fields that the block layer updates atomically.
+// SAFETY: A `struct block_device` may be used from any thread. Of what the
+// queries below read, two values can change while the device is open: its
+// size (`bd_nr_sectors`, written under `bd_size_lock` by a resize and read
+// without it, as C's `bdev_nr_sectors()` does: one aligned word, the old
+// size or the new) and its queue's logical block size (changed only by a
+// limits update, with the queue frozen). No caller may take either to be
+// the same from one call to the next.
 unsafe impl Sync for BlockDevice {}
 
 // SAFETY: As above: nothing about a block device is tied to one thread.
@@ -74,7 +79,8 @@ impl BlockDevice {
     }
 
     /// Returns the device's logical block size in bytes
-    /// (`bdev_logical_block_size()`): a power of two from 512 to the page size.
+    /// (`bdev_logical_block_size()`): a power of two from 512 to
+    /// `BLK_MAX_BLOCK_SIZE` (64 KiB with transparent huge pages, else the page size).
     pub fn logical_block_size(&self) -> u32 {
         // SAFETY: By the type invariant the device is valid and open.
         unsafe { bindings::bdev_logical_block_size(self.as_raw()) }

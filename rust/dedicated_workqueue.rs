@@ -29,6 +29,7 @@ use kernel::{
     ffi,
     prelude::*,
     str::CStr,
+    sync::LockClassKey,
     types::Opaque, //
 };
 
@@ -40,7 +41,7 @@ use kernel::{
 /// ```
 /// use crate::dedicated_workqueue::{DedicatedQueue, Placement};
 ///
-/// let queue = DedicatedQueue::builder(Placement::Unbound).build(c"kexample_unbound")?;
+/// let queue = DedicatedQueue::builder(Placement::Unbound).build(c"kexample_unbound", kernel::static_lock_class!())?;
 /// assert_eq!(queue.run_sync(|| 1 + 1)?, 2);
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -71,9 +72,15 @@ impl Placement {
 /// // A per-CPU queue with a rescuer thread, for I/O that reclaim may wait on.
 /// let queue = DedicatedQueue::builder(Placement::PerCpu)
 ///     .mem_reclaim()
-///     .build(c"kexampled")?;
+///     .build(c"kexampled", kernel::static_lock_class!())?;
 /// assert_eq!(queue.run_sync(|| 6 * 7)?, 42);
 /// ```
+///
+/// # Invariants
+///
+/// `flags` holds no bits but `WQ_MEM_RECLAIM` and `WQ_HIGHPRI`: the
+/// methods set no others, so [`Builder::build`] passes one placement bit
+/// and never `WQ_BH`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Builder {
     placement: Placement,
@@ -113,27 +120,39 @@ impl Builder {
     /// Allocates the workqueue, named `name` (`alloc_workqueue()`; the
     /// kernel keeps the first 31 bytes of a longer name, with a warning).
     ///
+    /// The work that [`DedicatedQueue::run_sync`] queues is known to
+    /// lockdep by `name` and `work_class`: pass
+    /// `kernel::static_lock_class!()`, so that the queues made at one place
+    /// share a class and those made elsewhere have their own.
+    ///
     /// # Errors
     ///
     /// `ENOMEM` if the workqueue cannot be allocated.
     ///
     /// Context: may sleep.
-    pub fn build(self, name: &CStr) -> Result<DedicatedQueue> {
+    pub fn build(
+        self,
+        name: &'static CStr,
+        work_class: Pin<&'static LockClassKey>,
+    ) -> Result<DedicatedQueue> {
         let flags = self.placement.bits() | self.flags;
         // SAFETY: `name` is a NUL-terminated string, valid for the call; the
         // helper passes it as the only argument of a fixed `"%s"` format,
         // and `alloc_workqueue()` copies it (into the queue's name, cut at
         // `WQ_NAME_LEN`, and for lockdep), so it need not outlive the call.
         // `flags` is one placement bit and, at most, `WQ_MEM_RECLAIM` and
-        // `WQ_HIGHPRI` (the builder's private fields allow nothing else;
-        // never `WQ_BH`). `max_active` is 0, for the default, or a value
+        // `WQ_HIGHPRI` (type invariant; never `WQ_BH`). `max_active` is 0, for the default, or a value
         // the kernel clamps to its limit with a warning.
         let ptr = unsafe {
             bindings::alloc_workqueue(name.as_char_ptr(), flags, i32::from(self.max_active))
         };
         let ptr = NonNull::new(ptr).ok_or(ENOMEM)?;
         // INVARIANT: `ptr` is a new workqueue, owned by the value returned.
-        Ok(DedicatedQueue { ptr })
+        Ok(DedicatedQueue {
+            ptr,
+            name,
+            work_class,
+        })
     }
 }
 
@@ -152,7 +171,7 @@ impl Builder {
 /// let queue = DedicatedQueue::builder(Placement::PerCpu)
 ///     .mem_reclaim()
 ///     .max_active(1)
-///     .build(c"kexample_sync")?;
+///     .build(c"kexample_sync", kernel::static_lock_class!())?;
 /// // The closure may borrow from the caller's stack: `run_sync` waits for it.
 /// let data = [1u32, 2, 3];
 /// assert_eq!(queue.run_sync(|| data.iter().sum::<u32>())?, 6);
@@ -164,6 +183,10 @@ impl Builder {
 /// been destroyed; only the drop of this value destroys it.
 pub struct DedicatedQueue {
     ptr: NonNull<bindings::workqueue_struct>,
+    /// The queue's name, also the lockdep name of the work `run_sync` queues.
+    name: &'static CStr,
+    /// The lockdep class of that work.
+    work_class: Pin<&'static LockClassKey>,
 }
 
 // SAFETY: A workqueue may be used and destroyed from any thread.
@@ -222,14 +245,15 @@ impl DedicatedQueue {
         // SAFETY: `work` points to the pinned, not yet initialised work item
         // on our stack; it is initialised here for on-stack use with a run
         // function that expects the containing `OnStackWork<F, T>`, and a
-        // static lock class key.
+        // name and lock class key that live for ever, as lockdep keeps
+        // pointers to both.
         unsafe {
             bindings::init_work_with_key(
                 work,
                 Some(OnStackWork::<F, T>::run),
                 true,
-                c"dm_snap_persistent:run_sync".as_char_ptr(),
-                kernel::static_lock_class!().as_ptr(),
+                self.name.as_char_ptr(),
+                self.work_class.as_ptr(),
             )
         };
 

@@ -59,8 +59,10 @@ pub struct BufioClient<'a> {
 // SAFETY: A dm-bufio client may be used and destroyed from any thread.
 unsafe impl Send for BufioClient<'_> {}
 
-// SAFETY: dm-bufio serialises access to a client internally; the methods
-// that hand out buffers take `&mut self`.
+// SAFETY: The methods that take `&self` (device size, prefetch, forget)
+// take the client's lock in dm-bufio or only read what does not change;
+// those that hand out buffers or store settings without the lock
+// (`set_minimum_buffers`) take `&mut self`.
 unsafe impl Sync for BufioClient<'_> {}
 
 /// The largest block size a [`BufioClient`] accepts: `KMALLOC_MAX_SIZE`.
@@ -117,8 +119,12 @@ impl<'a> BufioClient<'a> {
 
     /// Keeps at least `n` buffers cached (`dm_bufio_set_minimum_buffers()`),
     /// for example one in use plus the ones being prefetched.
-    pub fn set_minimum_buffers(&self, n: u32) {
-        // SAFETY: The client is live (type invariant).
+    ///
+    /// Takes `&mut self`: dm-bufio stores the value without its lock, so
+    /// no other call on the client may run meanwhile.
+    pub fn set_minimum_buffers(&mut self, n: u32) {
+        // SAFETY: The client is live (type invariant), and the exclusive
+        // borrow keeps every other call off it during the unlocked store.
         unsafe { bindings::dm_bufio_set_minimum_buffers(self.ptr.as_ptr(), n) };
     }
 

@@ -332,11 +332,14 @@ impl Store {
 ///
 /// # Invariants
 ///
-/// For `'a`, dm-snapshot runs no other callback of `store` and does not
-/// read or write its chunk-size fields or `userspace_supports_overflow`:
-/// the snapshot's constructor is running the store's `ctr` or
-/// `read_metadata`, and the table being built is not live yet, so no status
-/// can run either.
+/// For `'a`, dm-snapshot runs no other callback of `store` and writes none
+/// of its chunk-size fields or `userspace_supports_overflow`: the
+/// snapshot's constructor is running the store's `ctr` or `read_metadata`,
+/// and the table being built is not live yet, so no status can run either.
+/// It may read the chunk-size fields meanwhile: the snapshot is registered
+/// with its origin before `read_metadata`, and an origin write reads
+/// `chunk_shift` (`sector_to_chunk()` in `__origin_write()`) before it skips
+/// the snapshot as not active yet; so they are written with atomic stores.
 pub struct StoreSetup<'a> {
     store: &'a Store,
 }
@@ -365,12 +368,20 @@ impl StoreSetup<'_> {
             return Err(EINVAL);
         }
         let raw = self.store.raw();
-        // SAFETY: The store is live, and in this phase nothing else reads or
-        // writes it (the `StoreSetup` invariant).
+        // SAFETY: The store is live and the fields aligned (`Store`
+        // invariant, a C struct), and nothing else writes them in this
+        // phase (the `StoreSetup` invariant). The one concurrent reader is
+        // `__origin_write()`, whose loads of whole aligned words see the
+        // old value or the new; the stores are marked here (`WRITE_ONCE()`,
+        // where C's `dm_exception_store_set_chunk_size()` stores plainly),
+        // the loads are dm-snapshot's own and plain. That reader then skips
+        // the snapshot, which is not active yet, so the value it saw is
+        // not used; the table's activation orders these stores before the
+        // I/O paths that use them.
         unsafe {
-            (*raw).chunk_size = sectors;
-            (*raw).chunk_mask = sectors - 1;
-            (*raw).chunk_shift = sectors.trailing_zeros();
+            Atomic::from_ptr(&raw mut (*raw).chunk_size).store(sectors, Relaxed);
+            Atomic::from_ptr(&raw mut (*raw).chunk_mask).store(sectors.wrapping_sub(1), Relaxed);
+            Atomic::from_ptr(&raw mut (*raw).chunk_shift).store(sectors.trailing_zeros(), Relaxed);
         }
         Ok(())
     }
@@ -378,8 +389,14 @@ impl StoreSetup<'_> {
     /// Records whether the table asked for overflow to be reported
     /// (`PO`) rather than invalidating the snapshot.
     pub fn set_userspace_supports_overflow(&mut self, supported: bool) {
-        // SAFETY: As in `set_chunk_size`.
-        unsafe { (*self.store.raw()).userspace_supports_overflow = supported };
+        // SAFETY: The store is live and the field aligned (`Store`
+        // invariant); nothing else writes it in this phase (the
+        // `StoreSetup` invariant), and `Store::userspace_supports_overflow`
+        // loads it atomically.
+        unsafe {
+            Atomic::from_ptr(&raw mut (*self.store.raw()).userspace_supports_overflow)
+                .store(supported, Relaxed)
+        };
     }
 }
 
@@ -526,6 +543,13 @@ impl Drop for CommitCompletion {
 /// write!(out, " P {}", 1024)?; // cut to the 7 bytes that fit
 /// assert_eq!(&buf, b" P 1024\0");
 /// ```
+///
+/// # Invariants
+///
+/// `len < buf.len()` unless `buf` is empty (`len` is then 0), `buf[..len]`
+/// holds the text written and `buf[len]` a NUL; the writer writes only
+/// initialised bytes through `buf`, so a buffer lent as `&mut [u8]` holds
+/// initialised bytes again when the writer's borrow ends.
 pub struct StatusWriter<'a> {
     buf: &'a mut [MaybeUninit<u8>],
     len: usize,
@@ -1131,12 +1155,11 @@ impl Default for TypeStorage {
 /// name: no new store can get the type, while stores made before keep using
 /// the table in its [`TypeStorage`].
 ///
-/// A type is visible to dm-snapshot as soon as it is registered, so a
-/// module that registers two names and fails on the second one may have a
-/// store of the first already when it drops the first registration. Such a
-/// store keeps working, but a module whose init fails is freed by the kernel
-/// whatever references it holds, as with the C store's
-/// `dm_persistent_snapshot_init()`.
+/// A type is visible to dm-snapshot as soon as it is registered, and a
+/// module whose init fails is freed whatever references it holds. A module
+/// that registers a type under several names therefore registers the name
+/// dm-snapshot looks up (it looks up "P" and "N" only) last, as the last
+/// step of its init that can fail.
 ///
 /// As every registration, one that is leaked (`core::mem::forget`) stays
 /// registered after its module is unloaded.
