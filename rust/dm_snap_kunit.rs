@@ -90,16 +90,13 @@ mod tests {
             KVec,
             VVec, //
         },
-        bindings,
         error::code::{
-            E2BIG,
             EBUSY,
             EINVAL,
             ENOMEM,
             ENOSPC, //
         },
-        prelude::*,
-        task::Task, //
+        prelude::*, //
     };
 
     /// A sector in bytes, as the buffer lengths below use it.
@@ -292,7 +289,7 @@ mod tests {
         let queue = DedicatedQueue::builder(Placement::Unbound)
             .mem_reclaim()
             .max_active(1)
-            .build(c"dm_snap_kunit")?;
+            .build(c"dm_snap_kunit", kernel::static_lock_class!())?;
         let caller = kernel::task::Task::current_raw() as usize;
         let (worker, answer) =
             queue.run_sync(|| (kernel::task::Task::current_raw() as usize, 42))?;
@@ -411,28 +408,34 @@ mod tests {
         assert_eq!(exception_store::CHUNK_SIZE_LIMIT_SECTORS, 4_194_303);
     }
 
-    /// Sets the current task's `fail_nth`, as writing `n` to
-    /// `/proc/thread-self/fail-nth` does: while it is `n > 0`, each
-    /// fault-injection check of the task (failslab, fail_page_alloc) counts
-    /// it down, and the check that takes it to 0 fails.
-    fn set_fail_nth(n: u32) {
-        let task = Task::current_raw();
-        // SAFETY: `task` is the running task, valid while it runs. Only the
-        // task itself and writers of its procfs `fail-nth` file touch the
-        // field, and the KUnit thread has no procfs user; the volatile write
-        // is C's `WRITE_ONCE`.
-        unsafe { core::ptr::write_volatile(&raw mut (*task).fail_nth, n) };
+    #[cfg(CONFIG_FAULT_INJECTION)]
+    extern "C" {
+        /// `rust/dm_snap_kunit_fault.c`: sets the current task's
+        /// `fail_nth`, as writing `n` to `/proc/thread-self/fail-nth` does:
+        /// while it is `n > 0`, each fault-injection check of the task
+        /// (failslab, fail_page_alloc) counts it down, and the check that
+        /// takes it to 0 fails.
+        fn dm_snap_kunit_set_fail_nth(n: u32);
+        /// `rust/dm_snap_kunit_fault.c`: the current task's `fail_nth`, 0
+        /// once the armed check has failed (or nothing was armed).
+        fn dm_snap_kunit_fail_nth() -> u32;
     }
 
-    /// The current task's `fail_nth`: 0 once the armed check has failed (or
-    /// nothing was armed).
+    #[cfg(CONFIG_FAULT_INJECTION)]
+    fn set_fail_nth(n: u32) {
+        // SAFETY: The helper takes any value and touches only the running
+        // task's own field.
+        unsafe { dm_snap_kunit_set_fail_nth(n) }
+    }
+
+    #[cfg(CONFIG_FAULT_INJECTION)]
     fn fail_nth() -> u32 {
-        let task = Task::current_raw();
-        // SAFETY: As in `set_fail_nth`; the volatile read is `READ_ONCE`.
-        unsafe { core::ptr::read_volatile(&raw const (*task).fail_nth) }
+        // SAFETY: As in `set_fail_nth`.
+        unsafe { dm_snap_kunit_fail_nth() }
     }
 
     /// The most allocations one operation under test may make.
+    #[cfg(CONFIG_FAULT_INJECTION)]
     const MAX_FAULT_POINTS: u32 = 500;
 
     /// Runs `op` with its first, then its second, ... fault-injection check
@@ -442,6 +445,7 @@ mod tests {
     ///
     /// The guest arms failslab and fail_page_alloc for sleeping allocations
     /// and order 0 before loading this module.
+    #[cfg(CONFIG_FAULT_INJECTION)]
     fn fail_each_allocation<T>(what: &str, mut op: impl FnMut() -> Result<T>) -> Result<u32> {
         let mut failed = 0;
         for n in 1..=MAX_FAULT_POINTS {
@@ -479,24 +483,10 @@ mod tests {
             what,
             MAX_FAULT_POINTS
         );
-        Err(E2BIG)
+        Err(kernel::error::code::E2BIG)
     }
 
-    /// The fault-injection cases below arm `task_struct::fail_nth` through
-    /// the bindings, so they hold only if bindgen lays `task_struct` out as
-    /// C does. It does not when `CONFIG_SCHEDSTATS` is off: bindgen drops
-    /// the cache-line alignment of the then empty `struct sched_statistics`
-    /// and every later field is 48 bytes early.
-    #[test]
-    fn task_struct_layout_seen_by_rust_matches_c() {
-        let task = Task::current_raw();
-        // SAFETY: `task` is the running task; C reads its pid under RCU.
-        let from_c = unsafe {
-            bindings::__task_pid_nr_ns(task, bindings::pid_type_PIDTYPE_PID, core::ptr::null_mut())
-        };
-        assert_eq!(kernel::current!().pid(), from_c);
-    }
-
+    #[cfg(CONFIG_FAULT_INJECTION)]
     #[test]
     fn each_failed_allocation_ends_in_enomem_or_is_absorbed() -> Result {
         let dev = step("open", BlockDeviceFile::open(DEVICE.0, DEVICE.1, true))?;
@@ -513,7 +503,7 @@ mod tests {
             DedicatedQueue::builder(Placement::Unbound)
                 .mem_reclaim()
                 .max_active(1)
-                .build(c"dm_snap_kunit")
+                .build(c"dm_snap_kunit", kernel::static_lock_class!())
         };
         assert!(fail_each_allocation("a workqueue", queue)? > 0);
 

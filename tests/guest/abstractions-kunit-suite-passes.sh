@@ -29,6 +29,9 @@ for kv in $fi_knobs; do
 	on_exit "echo $(cat "$f") > $f"
 	echo "${kv#*=}" > "$f"
 done
+# The allocation-failure cases reach fail_nth through a C helper module.
+insmod "$TOP/rust/dm_snap_kunit_fault.ko"
+on_exit "rmmod dm_snap_kunit_fault"
 insmod "$ko"
 on_exit "rmmod dm_snap_kunit"
 # The cases written for the abstractions, and the `# Examples` of their
