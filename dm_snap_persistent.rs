@@ -54,6 +54,12 @@ static COMPAT_TYPE: TypeStorage = TypeStorage::new();
 
 /// The module: the store type, registered as "persistent" and as "P".
 /// The fields drop in order: "persistent" is unregistered first, as C does.
+///
+/// dm-snapshot looks store types up by "P" and "N" only, so "P" is
+/// registered last, as the last step of init that can fail: an init that
+/// fails leaves no type that a table can reach. (Registered first, "P"
+/// could be taken by a table load, with a reference to this module, which
+/// the kernel frees once init fails whatever references it holds.)
 struct DmSnapPersistent {
     _persistent: Registration<PersistentStore>,
     _compat: Registration<PersistentStore>,
@@ -66,6 +72,7 @@ impl kernel::Module for DmSnapPersistent {
             .inspect_err(|_| {
                 dm_err!(PREFIX, "{}", messages::REGISTER_FAILED);
             })?;
+        // Last: see `DmSnapPersistent`.
         let compat = Registration::new(&COMPAT_TYPE, messages::COMPAT_TYPE_NAME, module)
             .inspect_err(|_| {
                 dm_err!(PREFIX, "{}", messages::REGISTER_COMPAT_FAILED);
