@@ -64,13 +64,14 @@ as_root() {
 # build. Anything that can change the built tree belongs here.
 # The kernel's flavour: "test", the kernel the test command boots
 # (kernel/guest.config), "debug" (DMSNAP_KERNEL=debug: guest.config with
-# kernel/debug.config merged over it) or "bench" (DMSNAP_KERNEL=bench, for
-# scripts/bench.sh: guest.config with the options of kernel/bench.config
-# replaced). Each has its own cache key.
+# kernel/debug.config merged over it), "rt" (DMSNAP_KERNEL=rt: the debug
+# kernel with kernel/rt.config, PREEMPT_RT, merged over it) or "bench"
+# (DMSNAP_KERNEL=bench, for scripts/bench.sh: guest.config with the options
+# of kernel/bench.config replaced). Each has its own cache key.
 KERNEL_FLAVOUR=${DMSNAP_KERNEL:-test}
 case "$KERNEL_FLAVOUR" in
-test | debug | bench) ;;
-*) die "DMSNAP_KERNEL: test, debug or bench, not $KERNEL_FLAVOUR" ;;
+test | debug | rt | bench) ;;
+*) die "DMSNAP_KERNEL: test, debug, rt or bench, not $KERNEL_FLAVOUR" ;;
 esac
 
 # The configuration fragments of the kernel, merged in this order over
@@ -82,6 +83,7 @@ kernel_fragments() {
 	case "$KERNEL_FLAVOUR" in
 	test) echo "$TOP/kernel/guest.config" ;;
 	debug) printf '%s\n' "$TOP/kernel/guest.config" "$TOP/kernel/debug.config" ;;
+	rt) printf '%s\n' "$TOP/kernel/guest.config" "$TOP/kernel/debug.config" "$TOP/kernel/rt.config" ;;
 	bench)
 		local opts base
 		opts=$(sed -n 's/^\(CONFIG_[A-Za-z0-9_]*\)=.*/\1/p' "$TOP/kernel/bench.config")

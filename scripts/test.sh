@@ -9,12 +9,15 @@
 #                              debug kernel (kernel/debug.config: KASAN,
 #                              kmemleak), which is not part of the default
 #                              run: under TCG it is seven to ten times slower
+#   scripts/test.sh --rt-kernel [TEST.sh...]
+#                              the same on the PREEMPT_RT debug kernel
+#                              (kernel/rt.config over debug.config)
 host_only=0 debug_only=0 guest_tests=()
 case "${1:-}" in
 --host) host_only=1 ;;
---debug-kernel)
+--debug-kernel | --rt-kernel)
 	debug_only=1
-	export DMSNAP_KERNEL=debug
+	if [ "$1" = --rt-kernel ]; then export DMSNAP_KERNEL=rt; else export DMSNAP_KERNEL=debug; fi
 	# The tests' deadlines were measured on the test kernel.
 	export DMSNAP_TIMEOUT_FACTOR=${DMSNAP_TIMEOUT_FACTOR:-10}
 	export DMSNAP_BOOT_GRACE=${DMSNAP_BOOT_GRACE:-900}
