@@ -10,7 +10,7 @@ APT_PKGS=(
 	# the VM
 	qemu-system-x86 qemu-utils udev
 	# guest userspace (shared with the guest over 9p by virtme-ng)
-	busybox-static dmsetup lvm2 fio
+	busybox-static dmsetup lvm2 fio e2fsprogs
 	# the tools benchmark (maximum RSS)
 	time
 )
