@@ -12,6 +12,9 @@
 //! - [`log`]: parser of the dm-log-writes log format.
 //! - [`replay`]: crash points and the incremental rebuild of the images.
 //! - [`oracle`]: what the snapshot must show at a crash point.
+//! - [`subset`]: subset crash states (the CrashMonkey model): any subset of
+//!   the writes not yet made durable at a flush, FUA write or mark.
+//! - [`judge`]: the format-level judgement of a crash state (no kernel).
 //! - [`dm`]: a minimal device-mapper ioctl client.
 //! - [`blockdev`]: aligned buffers and `O_DIRECT` I/O.
 //! - [`hostile`]: hostile COW images (fuzz corpus and mutants of valid
@@ -24,7 +27,9 @@
 pub mod blockdev;
 pub mod dm;
 pub mod hostile;
+pub mod judge;
 pub mod log;
 pub mod oracle;
 pub mod replay;
+pub mod subset;
 pub mod tag;

@@ -98,58 +98,91 @@ impl Oracle {
         self.writes.values().map(Vec::len).sum()
     }
 
+    /// Whether the workload wrote the block at byte `offset` through the
+    /// snapshot: only then does the verdict on it depend on the crash
+    /// state's [`Cut`].
+    pub fn written(&self, offset: u64) -> bool {
+        self.writes.contains_key(&offset)
+    }
+
     /// Checks the whole view of the snapshot at a crash point; the first
     /// bad block if any.
     pub fn check(&self, p: Point, view: &[u8]) -> Result<(), Lost> {
+        let holds = |entry: usize| p.holds(entry);
+        let cut = Cut {
+            acked_by: p.entry,
+            holds: &holds,
+        };
+        self.check_view(&cut, view)
+    }
+
+    /// Checks the whole view of the snapshot in the crash state `cut`; the
+    /// first bad block if any.
+    pub fn check_view(&self, cut: &Cut<'_>, view: &[u8]) -> Result<(), Lost> {
         for (b, got) in view.chunks(BLOCK).enumerate() {
-            let offset = (b * BLOCK) as u64;
-            let orig = self
-                .original
-                .get(offset as usize..offset as usize + got.len())
-                .unwrap_or(&[]);
-            let Some(ws) = self.writes.get(&offset) else {
-                if got != orig {
-                    return Err(Lost {
-                        offset,
-                        shows: describe(got),
-                        expected: describe(orig),
-                    });
-                }
-                continue;
-            };
-            // In the replayed state: entries before the point, and the
-            // point's own entry unless it is torn.
-            let in_state = |w: &SnapWrite| {
-                w.first_entry < p.entry || (w.first_entry == p.entry && !p.variant.is_torn())
-            };
-            let durable = |w: &SnapWrite| w.ack.is_some_and(|a| a <= p.entry) && in_state(w);
-            let last = ws.iter().filter(|w| durable(w)).max_by_key(|w| w.ack);
-            let tag = |w: &SnapWrite| Tag {
-                kind: Kind::Snapshot,
-                id: w.id,
-                offset,
-            };
-            let ok = match last {
-                Some(w) => tag(w).matches(got),
-                None => got == orig,
-            } || ws
-                .iter()
-                .filter(|w| !durable(w))
-                .any(|w| tag(w).matches(got));
-            if !ok {
-                let expected = match last {
-                    Some(w) => tag(w).to_string(),
-                    None => describe(orig),
-                };
-                return Err(Lost {
-                    offset,
-                    shows: describe(got),
-                    expected,
-                });
-            }
+            self.check_block(cut, (b * BLOCK) as u64, got)?;
         }
         Ok(())
     }
+
+    /// Checks one block of the snapshot's view (`got`, at byte `offset` of
+    /// the snapshot) in the crash state `cut`.
+    pub fn check_block(&self, cut: &Cut<'_>, offset: u64, got: &[u8]) -> Result<(), Lost> {
+        let orig = usize::try_from(offset)
+            .ok()
+            .and_then(|o| self.original.get(o..o.checked_add(got.len())?))
+            .unwrap_or(&[]);
+        let Some(ws) = self.writes.get(&offset) else {
+            if got == orig {
+                return Ok(());
+            }
+            return Err(Lost {
+                offset,
+                shows: describe(got),
+                expected: describe(orig),
+            });
+        };
+        let durable =
+            |w: &SnapWrite| w.ack.is_some_and(|a| a <= cut.acked_by) && (cut.holds)(w.first_entry);
+        let last = ws.iter().filter(|w| durable(w)).max_by_key(|w| w.ack);
+        let tag = |w: &SnapWrite| Tag {
+            kind: Kind::Snapshot,
+            id: w.id,
+            offset,
+        };
+        let ok = match last {
+            Some(w) => tag(w).matches(got),
+            None => got == orig,
+        } || ws
+            .iter()
+            .filter(|w| !durable(w))
+            .any(|w| tag(w).matches(got));
+        if ok {
+            return Ok(());
+        }
+        let expected = match last {
+            Some(w) => tag(w).to_string(),
+            None => describe(orig),
+        };
+        Err(Lost {
+            offset,
+            shows: describe(got),
+            expected,
+        })
+    }
+}
+
+/// What the oracle needs to know of a crash state: which acknowledgement
+/// marks count, and which log entries' data the state holds.
+///
+/// A snapshot write must be shown once it was acknowledged (its mark is at
+/// or before `acked_by`) and its data is in the state (`holds` its first
+/// entry); until then the block may show the write or what it held before.
+pub struct Cut<'a> {
+    /// Acknowledgement marks at or before this entry index count.
+    pub acked_by: usize,
+    /// Whether the state holds the data of the log entry of this index.
+    pub holds: &'a dyn Fn(usize) -> bool,
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ use std::fmt;
 use crate::log::Entry;
 use crate::log::Log;
 use crate::log::DISCARD;
+use crate::log::FUA;
 use crate::log::MARK;
 use crate::tag::Kind;
 use crate::tag::Tag;
@@ -217,6 +218,14 @@ pub struct Point {
     pub variant: Variant,
 }
 
+impl Point {
+    /// Whether the point's state holds the data of log entry `entry`: the
+    /// entries before it, and its own unless it is torn.
+    pub fn holds(&self, entry: usize) -> bool {
+        entry < self.entry || (entry == self.entry && !self.variant.is_torn())
+    }
+}
+
 impl fmt::Display for Point {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "entry {} ({})", self.entry, self.variant.name())
@@ -295,6 +304,25 @@ pub fn crash_points(log: &Log, opts: &PointOptions) -> Vec<Point> {
     }
     pts.sort_by_key(|p| (p.entry, p.variant.order()));
     pts
+}
+
+/// The FUA writes to the COW device from entry `from` on, but for those
+/// that start at its header: the store's commits, which the self-tests of
+/// the oracle leave out (`--drop-commit`) or treat as plain writes
+/// (`--plain-commit`).
+pub fn commit_writes(log: &Log, geo: &Geometry, from: usize) -> Vec<usize> {
+    log.entries
+        .iter()
+        .enumerate()
+        .skip(from)
+        .filter(|(_, e)| e.is_write() && e.flags & FUA != 0)
+        .filter(|(_, e)| {
+            geo.split(e.offset, e.len)
+                .iter()
+                .any(|&(s, at, _, _)| s == Slice::Cow && at > 0)
+        })
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// An origin block written by the workload, as found in the log.
@@ -435,7 +463,6 @@ mod tests {
     use super::*;
     use crate::log::LogBuilder;
     use crate::log::FLUSH;
-    use crate::log::FUA;
 
     const GEO: Geometry = Geometry {
         origin_start: 0,
@@ -578,6 +605,19 @@ mod tests {
             variant: Variant::Durable,
         });
         assert!(s.origin.iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn commits_are_fua_writes_to_the_cow_device_past_its_header() {
+        let mut b = LogBuilder::new(512);
+        b.write(GEO.cow_start, FLUSH | FUA, &[1; 512]) // 0: the header
+            .write(GEO.cow_start + 4096, FUA, &[2; 512]) // 1
+            .write(GEO.cow_start + 4096, 0, &[3; 512]) // 2: plain
+            .write(0, FUA, &[4; 512]) // 3: the origin
+            .write(GEO.cow_start + 4096, FLUSH | FUA, &[5; 512]); // 4
+        let log = Log::parse(&b.build()[..]).unwrap();
+        assert_eq!(commit_writes(&log, &GEO, 0), vec![1, 4]);
+        assert_eq!(commit_writes(&log, &GEO, 2), vec![4]);
     }
 
     #[test]

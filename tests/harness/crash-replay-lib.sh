@@ -14,6 +14,12 @@
 # commit. Ours must lose nothing anywhere; the C store's losses are
 # reported, named by point, without failing the test. A self-test replays
 # one log without one commit's metadata write and must report the loss.
+# Each replay also judges the log's subset states (any subset of the writes
+# not yet made durable at each flush, FUA write and acknowledgement, the
+# CrashMonkey model) at the format level, and loads a seeded sample of them
+# in the kernel; its line "crash-subsets STORE/LABEL: N states, M lost" is
+# summed per store into $TMP/STORE.subsets-total. A second self-test treats
+# one commit as a plain write in that model and must report a loss.
 # The two stores are two tests (crash-replay-c.sh, crash-replay-ours.sh),
 # so that the harness can run them in two guests side by side.
 . "$DMSNAP_HARNESS/compat-lib.sh"
@@ -100,7 +106,8 @@ writes() {
 
 # replay LABEL CHUNK_SECTORS [crash_replay options]: tear the workload's
 # devices down (the log-writes target logs what it still held) and replay
-# the log; the summary line goes to $TMP/$STORE.sum.
+# the log; the summary lines go to $TMP/$STORE.sum (crash points) and
+# $TMP/$STORE.subsets (subset states).
 replay() {
 	local label=$1 chunk=$2 rc=0 t1
 	shift 2
@@ -114,15 +121,26 @@ replay() {
 	cat "$TMP/replay.out"
 	[ "$rc" -eq 0 ] || [ "$rc" -eq 3 ] || fail "crash_replay $label could not run (status $rc)"
 	grep '^crash-replay ' "$TMP/replay.out" >> "$TMP/$STORE.sum"
+	grep '^crash-subsets ' "$TMP/replay.out" >> "$TMP/$STORE.subsets" ||
+		fail "crash_replay $label printed no crash-subsets line"
 	if [ "$STORE" = ours ] && [ "$label" = origin-4k-qd1 ]; then
 		# The oracle's self-test: the same log without one commit's
 		# metadata write must lose data.
 		rc=0
 		"$BIN/crash_replay" --log "$LOG" --origin-len "$OLEN" --cow-len "$COW_LEN" --chunk "$chunk" \
 			--scratch-origin "$SO,$SO2" --scratch-cow "$SC,$SC2" --label self-test --drop-commit 3 \
-			--stop-after-lost 1 > "$TMP/self-test.result" || rc=$?
+			--subsets off --stop-after-lost 1 > "$TMP/self-test.result" || rc=$?
 		echo "rc=$rc" >> "$TMP/self-test.result"
 		cat "$TMP/self-test.result"
+		# The subset model's: the same log with that commit taken as a
+		# plain write (the disk may lose it) must lose data.
+		rc=0
+		"$BIN/crash_replay" --log "$LOG" --origin-len "$OLEN" --cow-len "$COW_LEN" --chunk "$chunk" \
+			--scratch-origin "$SO,$SO2" --scratch-cow "$SC,$SC2" --label subset-self-test \
+			--points none --plain-commit 3 --subset-kernel 0 \
+			--stop-after-lost 1 > "$TMP/subset-self-test.result" || rc=$?
+		echo "rc=$rc" >> "$TMP/subset-self-test.result"
+		cat "$TMP/subset-self-test.result"
 	fi
 	echo "    ($label: $(($(date +%s) - T0)) s in all, replay $(($(date +%s) - t1)) s)"
 }
@@ -150,6 +168,7 @@ run_store() {
 	local t0
 	t0=$(date +%s)
 	: > "$TMP/$STORE.sum"
+	: > "$TMP/$STORE.subsets"
 	dm_remove_all_on_exit
 	#               label            block chunk qd count cow-bytes seed
 	origin_workload origin-4k-qd1    512   8     1  28    $((1 << 20)) 11
@@ -216,5 +235,7 @@ run_store() {
 
 	awk -v s="$STORE" '{ p += $3; l += $5; f += $7 } END { printf "crash-replay %s: %d points, %d lost, %d failed activations\n", s, p, l, f }' \
 		"$TMP/$STORE.sum" > "$TMP/$STORE.total"
+	awk -v s="$STORE" '{ n += $3; l += $5 } END { printf "crash-subsets %s: %d states, %d lost\n", s, n, l }' \
+		"$TMP/$STORE.subsets" > "$TMP/$STORE.subsets-total"
 	echo "$STORE: $(($(date +%s) - t0)) s"
 }

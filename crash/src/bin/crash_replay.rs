@@ -7,8 +7,10 @@
 //! crash_replay --log DEV --origin-len BYTES --cow-len BYTES --chunk SECTORS
 //!              --scratch-origin DEV[,DEV] --scratch-cow DEV[,DEV] --label TEXT
 //!              [--cow-start BYTES] [--type P|PO] [--from-mark TEXT]
-//!              [--points durable,mark-plus,torn,every] [--points-from MARK]
+//!              [--points durable,mark-plus,torn,every|none] [--points-from MARK]
 //!              [--drop-commit K] [--stop-after-lost N] [--max-report N]
+//!              [--subsets on|off] [--subset-kernel N] [--subset-seed N]
+//!              [--plain-commit K]
 //! ```
 //!
 //! The origin lies at byte 0 of the logged device, the COW device at
@@ -27,10 +29,20 @@
 //! handover), and a point costs no device creation and removal. With one
 //! pair, each point creates and removes a device.
 //!
-//! Prints a line for each point that fails and ends with
-//! `crash-replay LABEL: N points, N lost, N failed activations`. Exit
-//! status: 0 all points good, 3 some lost or failed, 2 the replay could not
-//! run.
+//! `--points` names the variants (`none` for no point). Then come the
+//! subset states (`--subsets off` leaves them out; see
+//! `snap_crash::subset`): every one is judged at the format level
+//! (`snap_crash::judge`), and a seeded sample of `--subset-kernel` of them
+//! (default 16) is also loaded in the kernel like a point. `--subset-seed`
+//! draws the random subsets and the sample (printed). `--plain-commit K`
+//! treats the K-th metadata write (counted as `--drop-commit` counts) as a
+//! plain write in the subset model, to show that the model can fail.
+//!
+//! Prints a line for each point or subset state that fails and ends with
+//! `crash-replay LABEL: N points, N lost, N failed activations` and
+//! `crash-subsets LABEL: N states, N lost` (a subset state loaded in the
+//! kernel that fails to activate counts as lost). Exit status: 0 all good,
+//! 3 some lost or failed, 2 the replay could not run.
 
 #![forbid(unsafe_code)]
 
@@ -46,21 +58,29 @@ use snap_crash::blockdev::write_changed;
 use snap_crash::blockdev::DirectReader;
 use snap_crash::dm::Control;
 use snap_crash::dm::Target;
+use snap_crash::judge::Judgement;
+use snap_crash::judge::SliceIo;
 use snap_crash::log::Log;
-use snap_crash::log::FUA;
+use snap_crash::oracle::Cut;
 use snap_crash::oracle::Oracle;
+use snap_crash::replay::commit_writes;
 use snap_crash::replay::crash_points;
 use snap_crash::replay::Geometry;
-use snap_crash::replay::Point;
 use snap_crash::replay::PointOptions;
 use snap_crash::replay::Replayer;
-use snap_crash::replay::Slice;
+use snap_crash::subset::kernel_sample;
+use snap_crash::subset::Model;
+use snap_crash::subset::ModelOptions;
+use snap_crash::subset::SubsetJudge;
+use snap_crash::subset::DEFAULT_SEED;
 use snap_tools::check::check;
 use snap_tools::check::CheckOptions;
 use snap_tools::check::Kind;
-use snap_tools::io::BlockIo;
 use snap_tools::progress::Progress;
 use snap_tools::snap_format::BlockSizes;
+
+/// The variants `--points` may name.
+const POINT_NAMES: [&str; 5] = ["durable", "mark-plus", "torn", "every", "none"];
 
 struct Args {
     log: PathBuf,
@@ -78,6 +98,10 @@ struct Args {
     drop_commit: Option<usize>,
     stop_after_lost: Option<usize>,
     max_report: usize,
+    subsets: bool,
+    subset_kernel: usize,
+    subset_seed: u64,
+    plain_commit: Option<usize>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -97,6 +121,10 @@ fn parse_args() -> Result<Args, String> {
         drop_commit: None,
         stop_after_lost: None,
         max_report: 20,
+        subsets: true,
+        subset_kernel: 16,
+        subset_seed: DEFAULT_SEED,
+        plain_commit: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -121,8 +149,24 @@ fn parse_args() -> Result<Args, String> {
             "--drop-commit" => a.drop_commit = Some(n()? as usize),
             "--stop-after-lost" => a.stop_after_lost = Some(n()? as usize),
             "--max-report" => a.max_report = n()? as usize,
+            "--subsets" => {
+                a.subsets = match v.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(format!("{k}: on or off, not {v}")),
+                }
+            }
+            "--subset-kernel" => a.subset_kernel = n()? as usize,
+            "--subset-seed" => a.subset_seed = parse_seed(&v)?,
+            "--plain-commit" => a.plain_commit = Some(n()? as usize),
             _ => return Err(format!("unknown option {k}")),
         }
+    }
+    if let Some(bad) = a.points.split(',').find(|p| !POINT_NAMES.contains(p)) {
+        return Err(format!(
+            "--points: unknown variant {bad} (one of {})",
+            POINT_NAMES.join(", ")
+        ));
     }
     if a.origin_len == 0 || a.cow_len == 0 || a.chunk == 0 || a.log.as_os_str().is_empty() {
         return Err("--log, --origin-len, --cow-len and --chunk are required".into());
@@ -139,28 +183,13 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// A COW image in memory, for snap_check.
-struct SliceIo<'a>(&'a [u8]);
-
-impl BlockIo for SliceIo<'_> {
-    fn size(&self) -> io::Result<u64> {
-        Ok(self.0.len() as u64)
+/// A seed in decimal or, after `0x`, hexadecimal.
+fn parse_seed(v: &str) -> Result<u64, String> {
+    match v.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => v.parse(),
     }
-    fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let s = usize::try_from(offset).map_err(io::Error::other)?;
-        let src = self
-            .0
-            .get(s..s + buf.len())
-            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
-        buf.copy_from_slice(src);
-        Ok(())
-    }
-    fn write_at(&mut self, _: u64, _: &[u8]) -> io::Result<()> {
-        Err(io::Error::other("read-only"))
-    }
-    fn sync(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+    .map_err(|_| format!("--subset-seed: not a number: {v}"))
 }
 
 /// A scratch origin and COW device, with what the origin holds.
@@ -183,7 +212,7 @@ enum Outcome {
 struct Run<'a> {
     a: &'a Args,
     ctl: Control,
-    oracle: Oracle,
+    oracle: &'a Oracle,
     blocks: BlockSizes,
     pairs: Vec<Pair>,
     /// The pair under the live table of `dev`, when it has one.
@@ -204,7 +233,9 @@ impl Run<'_> {
         *t = Instant::now();
     }
 
-    fn point(&mut self, p: Point, origin: &[u8], cow: &[u8]) -> io::Result<Outcome> {
+    /// Loads the state with these images in the kernel and checks the
+    /// snapshot against the oracle, `cut` saying what the state holds.
+    fn point(&mut self, cut: &Cut<'_>, origin: &[u8], cow: &[u8]) -> io::Result<Outcome> {
         let mut t = Instant::now();
         // A store marked invalid, or none yet, is a state a crash may
         // leave; whether the snapshot loads accordingly is checked below.
@@ -279,7 +310,7 @@ impl Run<'_> {
         if reuse {
             self.live = Some(k);
         }
-        let r = self.check_device(p, &dev, cow, &mut t);
+        let r = self.check_device(cut, &dev, cow, &mut t);
         if !reuse {
             self.ctl.remove(&self.name)?;
         }
@@ -297,7 +328,7 @@ impl Run<'_> {
 
     fn check_device(
         &mut self,
-        p: Point,
+        cut: &Cut<'_>,
         dev: &snap_crash::dm::Device,
         cow: &[u8],
         t: &mut Instant,
@@ -317,14 +348,39 @@ impl Run<'_> {
         let f = open_direct(&dev.node(), false)?;
         let view = read_all(&f, 0, self.a.origin_len as usize)?;
         self.lap(3, t);
-        Ok(match self.oracle.check(p, &view) {
+        Ok(match self.oracle.check_view(cut, &view) {
             Ok(()) => Outcome::Good,
             Err(lost) => Outcome::Lost(lost.to_string()),
         })
     }
 }
 
-fn run(a: &Args) -> io::Result<(usize, usize, usize)> {
+/// What a replay found.
+#[derive(Default)]
+struct Totals {
+    points: usize,
+    lost: usize,
+    failed: usize,
+    /// Subset states judged and lost, if they were.
+    subsets: Option<(usize, usize)>,
+}
+
+/// Prints a failing point's line, the first `max_report` of them.
+struct Reporter {
+    max: usize,
+    reported: usize,
+}
+
+impl Reporter {
+    fn line(&mut self, line: &str) {
+        if self.reported < self.max {
+            println!("{line}");
+        }
+        self.reported += 1;
+    }
+}
+
+fn run(a: &Args) -> io::Result<Totals> {
     let t0 = Instant::now();
     let log = Log::parse(DirectReader::new(open_direct(&a.log, false)?, 1 << 20))
         .map_err(io::Error::other)?;
@@ -340,50 +396,13 @@ fn run(a: &Args) -> io::Result<(usize, usize, usize)> {
     let mut replayer = Replayer::new(&log, geo);
     let original = replayer.advance(from + 1).origin.clone();
     let oracle = Oracle::new(&log, &geo, original, replayer.acks());
-    let opts = if a.points == "every" {
-        PointOptions {
-            from: from + 1,
-            durable: false,
-            mark_plus: false,
-            torn: false,
-            every: true,
-        }
-    } else {
-        let has = |s: &str| a.points.split(',').any(|p| p == s);
-        PointOptions {
-            from: from + 1,
-            durable: has("durable"),
-            mark_plus: has("mark-plus"),
-            torn: has("torn"),
-            every: false,
-        }
-    };
+    let opts = point_options(a, from + 1);
     let points = crash_points(&log, &opts);
-    if let Some(k) = a.drop_commit {
-        let commits: Vec<usize> = log
-            .entries
-            .iter()
-            .enumerate()
-            .skip(from + 1)
-            .filter(|(_, e)| e.is_write() && e.flags & FUA != 0)
-            .filter(|(_, e)| {
-                geo.split(e.offset, e.len)
-                    .iter()
-                    .any(|&(s, at, _, _)| s == Slice::Cow && at > 0)
-            })
-            .map(|(i, _)| i)
-            .collect();
-        let i = *commits
-            .get(k.saturating_sub(1))
-            .ok_or_else(|| io::Error::other(format!("no metadata write {k} to drop")))?;
-        println!(
-            "{}: dropping metadata write at entry {i} ({} bytes at COW offset {})",
-            a.label,
-            log.entries[i].len,
-            log.entries[i].offset - geo.cow_start
-        );
-        replayer.drop_entries(vec![i]);
-    }
+    let dropped = match a.drop_commit {
+        Some(k) => vec![pick_commit(a, &log, &geo, from + 1, k, "dropping")?],
+        None => Vec::new(),
+    };
+    replayer.drop_entries(dropped.clone());
     eprintln!(
         "{}: log of {} entries (sectorsize {}), {} snapshot writes, {} crash points",
         a.label,
@@ -395,7 +414,7 @@ fn run(a: &Args) -> io::Result<(usize, usize, usize)> {
     let mut run = Run {
         a,
         ctl: Control::open()?,
-        oracle,
+        oracle: &oracle,
         blocks: BlockSizes::new(log.sectorsize, log.sectorsize)
             .map_err(|e| io::Error::other(e.to_string()))?,
         pairs: a
@@ -418,51 +437,40 @@ fn run(a: &Args) -> io::Result<(usize, usize, usize)> {
         block: log.sectorsize.max(512) as usize,
         times: [0.0; 5],
     };
-    let (mut lost, mut failed, mut reported) = (0, 0, 0);
-    // A point whose images equal those of the point tested before it (a
-    // flush after a flush, a mark that adds nothing) is skipped, not counted.
-    let (mut tested, mut same) = (0usize, 0usize);
-    let mut last_cow: Option<Vec<u8>> = None;
-    let mut last_origin: Option<Vec<u8>> = None;
-    for &p in &points {
-        let st = replayer.state(p);
-        if last_origin.as_deref() == Some(&st.origin[..])
-            && last_cow.as_deref() == Some(&st.cow[..])
-        {
-            same += 1;
-            continue;
-        }
-        last_cow = Some(st.cow.to_vec());
-        last_origin = Some(st.origin.to_vec());
-        tested += 1;
-        let outcome = run.point(p, &st.origin, &st.cow)?;
-        let line = match outcome {
-            Outcome::Good => None,
-            Outcome::Lost(why) => {
-                lost += 1;
-                Some(format!("LOST {} {p}: {why}", a.label))
-            }
-            Outcome::Failed(why) => {
-                failed += 1;
-                Some(format!("FAILED-ACTIVATION {} {p}: {why}", a.label))
-            }
+    let mut report = Reporter {
+        max: a.max_report,
+        reported: 0,
+    };
+    let mut totals = replay_points(&mut run, &mut replayer, &points, &mut report)?;
+    if a.subsets && a.stop_after_lost.is_none_or(|n| totals.lost < n) {
+        let plain = match a.plain_commit {
+            Some(k) => Some(pick_commit(
+                a,
+                &log,
+                &geo,
+                from + 1,
+                k,
+                "treating as plain",
+            )?),
+            None => None,
         };
-        if let Some(l) = line {
-            if reported < a.max_report {
-                println!("{l}");
-            }
-            reported += 1;
-        }
-        if a.stop_after_lost.is_some_and(|n| lost >= n) {
-            break;
-        }
+        let model = Model::new(
+            &log,
+            geo,
+            &ModelOptions {
+                from: opts.from,
+                dropped,
+                plain,
+            },
+        );
+        totals.subsets = Some(replay_subsets(&mut run, &model, &mut report)?);
     }
     run.finish()?;
-    if reported > a.max_report {
+    if report.reported > a.max_report {
         println!(
-            "{}: {} more failing points not shown",
+            "{}: {} more failing points or subset states not shown",
             a.label,
-            reported - a.max_report
+            report.reported - a.max_report
         );
     }
     let stages: Vec<String> = STAGES
@@ -477,13 +485,169 @@ fn run(a: &Args) -> io::Result<(usize, usize, usize)> {
         stages.join(", "),
         run.ctl.busy_retries()
     );
+    Ok(totals)
+}
+
+/// The crash points `--points` asks for, from entry `from` on.
+fn point_options(a: &Args, from: usize) -> PointOptions {
+    if a.points == "every" {
+        return PointOptions {
+            from,
+            durable: false,
+            mark_plus: false,
+            torn: false,
+            every: true,
+        };
+    }
+    let has = |s: &str| a.points.split(',').any(|p| p == s);
+    PointOptions {
+        from,
+        durable: has("durable"),
+        mark_plus: has("mark-plus"),
+        torn: has("torn"),
+        every: false,
+    }
+}
+
+/// The entry of the `k`-th commit from entry `from` on (see
+/// `commit_writes`), announced as `what`.
+fn pick_commit(
+    a: &Args,
+    log: &Log,
+    geo: &Geometry,
+    from: usize,
+    k: usize,
+    what: &str,
+) -> io::Result<usize> {
+    let commits = commit_writes(log, geo, from);
+    let i = *commits
+        .get(k.saturating_sub(1))
+        .ok_or_else(|| io::Error::other(format!("no metadata write {k} to pick")))?;
+    let e = &log.entries[i];
+    println!(
+        "{}: {what} metadata write at entry {i} ({} bytes at COW offset {})",
+        a.label,
+        e.len,
+        e.offset - geo.cow_start
+    );
+    Ok(i)
+}
+
+/// Loads every crash point in the kernel and checks it.
+fn replay_points(
+    run: &mut Run<'_>,
+    replayer: &mut Replayer<'_>,
+    points: &[snap_crash::replay::Point],
+    report: &mut Reporter,
+) -> io::Result<Totals> {
+    let a = run.a;
+    let mut totals = Totals::default();
+    // A point whose images equal those of the point tested before it (a
+    // flush after a flush, a mark that adds nothing) is skipped, not counted.
+    let mut same = 0usize;
+    let mut last_cow: Option<Vec<u8>> = None;
+    let mut last_origin: Option<Vec<u8>> = None;
+    for &p in points {
+        let st = replayer.state(p);
+        if last_origin.as_deref() == Some(&st.origin[..])
+            && last_cow.as_deref() == Some(&st.cow[..])
+        {
+            same += 1;
+            continue;
+        }
+        last_cow = Some(st.cow.to_vec());
+        last_origin = Some(st.origin.to_vec());
+        totals.points += 1;
+        let holds = |e: usize| p.holds(e);
+        let cut = Cut {
+            acked_by: p.entry,
+            holds: &holds,
+        };
+        match run.point(&cut, &st.origin, &st.cow)? {
+            Outcome::Good => {}
+            Outcome::Lost(why) => {
+                totals.lost += 1;
+                report.line(&format!("LOST {} {p}: {why}", a.label));
+            }
+            Outcome::Failed(why) => {
+                totals.failed += 1;
+                report.line(&format!("FAILED-ACTIVATION {} {p}: {why}", a.label));
+            }
+        }
+        if a.stop_after_lost.is_some_and(|n| totals.lost >= n) {
+            break;
+        }
+    }
     if same > 0 {
         eprintln!(
             "{}: {same} points skipped: same images as the point before",
             a.label
         );
     }
-    Ok((tested, lost, failed))
+    Ok(totals)
+}
+
+/// Judges every subset state at the format level, and loads the seeded
+/// sample of them in the kernel as well: (states, lost).
+fn replay_subsets(
+    run: &mut Run<'_>,
+    model: &Model<'_>,
+    report: &mut Reporter,
+) -> io::Result<(usize, usize)> {
+    let a = run.a;
+    let t0 = Instant::now();
+    let states = model.states(a.subset_seed);
+    let sample = kernel_sample(&states, a.subset_kernel, a.subset_seed);
+    let oracle = run.oracle;
+    let mut judge = SubsetJudge::new(model, run.blocks);
+    let (mut judged, mut lost, mut loaded) = (0, 0, 0);
+    let mut kernel_time = 0.0;
+    for (st, &load) in states.iter().zip(&sample) {
+        let (j, kernel) = judge.judge(oracle, st, |_, origin, cow| {
+            if !load {
+                return Ok(Outcome::Good);
+            }
+            let t = Instant::now();
+            let holds = |e: usize| st.holds(e);
+            let cut = Cut {
+                acked_by: st.point.entry,
+                holds: &holds,
+            };
+            let outcome = run.point(&cut, origin, cow);
+            kernel_time += t.elapsed().as_secs_f64();
+            outcome
+        });
+        judged += 1;
+        loaded += usize::from(load);
+        let why = lost_why(j).or(match kernel? {
+            Outcome::Good => None,
+            Outcome::Lost(why) => Some(format!("in the kernel: {why}")),
+            Outcome::Failed(why) => Some(format!("failed activation in the kernel: {why}")),
+        });
+        if let Some(why) = why {
+            lost += 1;
+            report.line(&format!("LOST {} {st}: {why}", a.label));
+            if a.stop_after_lost.is_some_and(|n| lost >= n) {
+                break;
+            }
+        }
+    }
+    eprintln!(
+        "{}: {judged} subset states at {} points (seed {:#x}), {loaded} of them loaded in the kernel; {:.1} s ({kernel_time:.1} s in the kernel)",
+        a.label,
+        model.points().len(),
+        a.subset_seed,
+        t0.elapsed().as_secs_f64(),
+    );
+    Ok((judged, lost))
+}
+
+/// Why a format-level judgement loses the state, if it does.
+fn lost_why(j: Judgement) -> Option<String> {
+    match j {
+        Judgement::Good | Judgement::Invalid => None,
+        Judgement::Lost(why) => Some(why),
+    }
 }
 
 fn main() -> ExitCode {
@@ -495,12 +659,17 @@ fn main() -> ExitCode {
         }
     };
     match run(&a) {
-        Ok((n, lost, failed)) => {
+        Ok(t) => {
             println!(
-                "crash-replay {}: {n} points, {lost} lost, {failed} failed activations",
-                a.label
+                "crash-replay {}: {} points, {} lost, {} failed activations",
+                a.label, t.points, t.lost, t.failed
             );
-            if lost + failed > 0 {
+            let mut bad = t.lost + t.failed;
+            if let Some((n, lost)) = t.subsets {
+                println!("crash-subsets {}: {n} states, {lost} lost", a.label);
+                bad += lost;
+            }
+            if bad > 0 {
                 ExitCode::from(3)
             } else {
                 ExitCode::SUCCESS
