@@ -33,3 +33,5 @@ pub mod oracle;
 pub mod replay;
 pub mod subset;
 pub mod tag;
+#[cfg(test)]
+mod test_util;

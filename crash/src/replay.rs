@@ -463,22 +463,8 @@ mod tests {
     use super::*;
     use crate::log::LogBuilder;
     use crate::log::FLUSH;
-
-    const GEO: Geometry = Geometry {
-        origin_start: 0,
-        origin_len: 4 * 4096,
-        cow_start: 4 * 4096,
-        cow_len: 4 * 4096,
-    };
-
-    fn otag(id: u64, at: u64) -> Vec<u8> {
-        Tag {
-            kind: Kind::Origin,
-            id,
-            offset: at,
-        }
-        .block()
-    }
+    use crate::test_util::otag;
+    use crate::test_util::GEO;
 
     #[test]
     fn split_cuts_a_range_at_the_slice_boundary() {

@@ -670,23 +670,8 @@ pub fn kernel_sample(states: &[SubsetState], n: usize, seed: u64) -> Vec<bool> {
 mod tests {
     use super::*;
     use crate::log::LogBuilder;
-    use crate::tag::Tag;
-
-    const GEO: Geometry = Geometry {
-        origin_start: 0,
-        origin_len: 4 * 4096,
-        cow_start: 4 * 4096,
-        cow_len: 4 * 4096,
-    };
-
-    fn otag(id: u64, at: u64) -> Vec<u8> {
-        Tag {
-            kind: Kind::Origin,
-            id,
-            offset: at,
-        }
-        .block()
-    }
+    use crate::test_util::otag;
+    use crate::test_util::GEO;
 
     fn parse(b: &LogBuilder) -> Log {
         Log::parse(&b.build()[..]).unwrap()
