@@ -41,11 +41,13 @@ pub struct BlockDevice(Opaque<bindings::block_device>);
 
 // SAFETY: A `struct block_device` may be used from any thread. Of what the
 // queries below read, two values can change while the device is open: its
-// size (`bd_nr_sectors`, written under `bd_size_lock` by a resize and read
-// without it, as C's `bdev_nr_sectors()` does: one aligned word, the old
-// size or the new) and its queue's logical block size (changed only by a
-// limits update, with the queue frozen). No caller may take either to be
-// the same from one call to the next.
+// size (`bd_nr_sectors`, written under `bd_size_lock` by a resize) and its
+// queue's logical block size (written under `q->limits_lock` by a limits
+// update). Both are read without those locks, through C's own
+// `bdev_nr_sectors()` and `bdev_logical_block_size()`, as every C caller
+// reads them: a read racing a resize may see the old value or the new, and
+// a 64-bit size may tear on a 32-bit machine, as in C. No caller may take
+// either to be the same from one call to the next.
 unsafe impl Sync for BlockDevice {}
 
 // SAFETY: As above: nothing about a block device is tied to one thread.

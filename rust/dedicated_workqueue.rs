@@ -123,7 +123,11 @@ impl Builder {
     /// The work that [`DedicatedQueue::run_sync`] queues is known to
     /// lockdep by `name` and `work_class`: pass
     /// `kernel::static_lock_class!()`, so that the queues made at one place
-    /// share a class and those made elsewhere have their own.
+    /// share a class and those made elsewhere have their own. Give a key
+    /// one name, as `kernel::new_work!` does: lockdep warns when it meets a
+    /// key under a second name (`look_up_lock_class()`), so a helper that
+    /// builds queues of several names from one `static_lock_class!()` is
+    /// wrong; write the macro where the name is a literal.
     ///
     /// # Errors
     ///

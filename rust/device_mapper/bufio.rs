@@ -130,10 +130,16 @@ impl<'a> BufioClient<'a> {
 
     /// Starts reading `count` blocks from `block` on in the background
     /// (`dm_bufio_prefetch()`); a later [`BufioClient::read`] of them finds them
-    /// cached. Blocks past the end of the device are not read.
+    /// cached. The range is cut at the end of the device (dm-bufio would
+    /// submit reads past it, which fail).
     ///
     /// Context: may sleep.
     pub fn prefetch(&self, block: u64, count: u32) {
+        let left = self.device_size().saturating_sub(block);
+        let count = u32::try_from(left).map_or(count, |left| count.min(left));
+        if count == 0 {
+            return;
+        }
         // SAFETY: The client is live (type invariant).
         unsafe { bindings::dm_bufio_prefetch(self.ptr.as_ptr(), block, count) };
     }

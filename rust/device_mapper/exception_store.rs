@@ -230,10 +230,10 @@ pub enum StatusType {
 /// - `self.0` is a live `struct dm_exception_store` for the lifetime of
 ///   every `&Store`, and its `snap` points to a live snapshot, whichever of
 ///   the two of a handover it is.
-/// - `chunk_size`, `snap` and `userspace_supports_overflow` are written
-///   only by dm-snapshot as above or through a [`StoreSetup`]; the other
-///   fields that the accessors read are not written while a `&Store`
-///   exists.
+/// - `chunk_size`, `chunk_mask`, `chunk_shift`, `snap` and
+///   `userspace_supports_overflow` are written only by dm-snapshot as
+///   above or through a [`StoreSetup`]; the other fields that the
+///   accessors read are not written while a `&Store` exists.
 #[repr(transparent)]
 pub struct Store(Opaque<bindings::dm_exception_store>);
 
@@ -264,10 +264,11 @@ impl Store {
     /// not read, or the metadata is to be handed over).
     pub fn chunk_size(&self) -> u32 {
         // SAFETY: The store is live and the field aligned (type invariant,
-        // a C struct). Its writers are `StoreSetup`, which excludes readers,
-        // and dm-snapshot's constructor, on the constructing thread after
-        // the store's `ctr` and before the table is live: no write races
-        // with this atomic load.
+        // a C struct). Its writers are a `StoreSetup` of this store, which
+        // excludes the store's other callbacks (the `StoreSetup`
+        // invariant) and stores atomically, and dm-snapshot's constructor
+        // and handover, which run before the table is live or under both
+        // snapshots' locks: no write races with this atomic load.
         unsafe { Atomic::from_ptr(&raw mut (*self.raw()).chunk_size) }.load(Relaxed)
     }
 
@@ -337,9 +338,13 @@ impl Store {
 /// snapshot's constructor is running the store's `ctr` or `read_metadata`,
 /// and the table being built is not live yet, so no status can run either.
 /// It may read the chunk-size fields meanwhile: the snapshot is registered
-/// with its origin before `read_metadata`, and an origin write reads
-/// `chunk_shift` (`sector_to_chunk()` in `__origin_write()`) before it skips
-/// the snapshot as not active yet; so they are written with atomic stores.
+/// with its origin before `read_metadata`, so another snapshot's
+/// constructor (`__insert_snapshot()`), an origin resume
+/// (`__minimum_chunk_size()`) and an origin write (`sector_to_chunk()` in
+/// `__origin_write()`, before it skips the snapshot as not active yet) can
+/// read them. Those reads are `READ_ONCE()` (the series' patch "dm
+/// snapshot: mark the accesses to a store's chunk size that can race"),
+/// and the fields are written here with atomic stores.
 pub struct StoreSetup<'a> {
     store: &'a Store,
 }
@@ -370,14 +375,13 @@ impl StoreSetup<'_> {
         let raw = self.store.raw();
         // SAFETY: The store is live and the fields aligned (`Store`
         // invariant, a C struct), and nothing else writes them in this
-        // phase (the `StoreSetup` invariant). The one concurrent reader is
-        // `__origin_write()`, whose loads of whole aligned words see the
-        // old value or the new; the stores are marked here (`WRITE_ONCE()`,
-        // where C's `dm_exception_store_set_chunk_size()` stores plainly),
-        // the loads are dm-snapshot's own and plain. That reader then skips
-        // the snapshot, which is not active yet, so the value it saw is
-        // not used; the table's activation orders these stores before the
-        // I/O paths that use them.
+        // phase (the `StoreSetup` invariant). What may read them meanwhile
+        // (listed at `StoreSetup`) reads with `READ_ONCE()`, an atomic
+        // load, so every concurrent access is atomic, as `from_ptr`
+        // requires; each reader sees the old value or the new of each
+        // field, and none uses them for a snapshot that is not active:
+        // the sort and the minimum are computed again when the table is
+        // resumed, which orders these stores before the I/O paths.
         unsafe {
             Atomic::from_ptr(&raw mut (*raw).chunk_size).store(sectors, Relaxed);
             Atomic::from_ptr(&raw mut (*raw).chunk_mask).store(sectors.wrapping_sub(1), Relaxed);
