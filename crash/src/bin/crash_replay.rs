@@ -396,7 +396,17 @@ fn run(a: &Args) -> io::Result<Totals> {
     let mut replayer = Replayer::new(&log, geo);
     let original = replayer.advance(from + 1).origin.clone();
     let oracle = Oracle::new(&log, &geo, original, replayer.acks());
-    let opts = point_options(a, from + 1);
+    // Crash points start after `--points-from` when given (the merge's
+    // mark), else where the oracle starts.
+    let points_from = match &a.points_from {
+        Some(mark) => log
+            .find_mark(mark)
+            .ok_or_else(|| io::Error::other(format!("no mark {mark} in the log")))?
+            .checked_add(1)
+            .ok_or_else(|| io::Error::other("log too long"))?,
+        None => from + 1,
+    };
+    let opts = point_options(a, points_from.max(from + 1));
     let points = crash_points(&log, &opts);
     let dropped = match a.drop_commit {
         Some(k) => vec![pick_commit(a, &log, &geo, from + 1, k, "dropping")?],
@@ -490,22 +500,13 @@ fn run(a: &Args) -> io::Result<Totals> {
 
 /// The crash points `--points` asks for, from entry `from` on.
 fn point_options(a: &Args, from: usize) -> PointOptions {
-    if a.points == "every" {
-        return PointOptions {
-            from,
-            durable: false,
-            mark_plus: false,
-            torn: false,
-            every: true,
-        };
-    }
     let has = |s: &str| a.points.split(',').any(|p| p == s);
     PointOptions {
         from,
         durable: has("durable"),
         mark_plus: has("mark-plus"),
         torn: has("torn"),
-        every: false,
+        every: has("every"),
     }
 }
 
