@@ -15,7 +15,7 @@
 # the device, plus duplicate new_chunks), and then the slice must read
 # back unchanged; a loaded image must show the core's status ("Invalid",
 # or the usage figures "a/b m" of its scan) and be written only to start a
-# new store or to clear records after an end marker. Then the first mutant
+# new store (activation writes nothing to a valid store). Then the first mutant
 # of each kind that snap_dump --repair can salvage is repaired and written
 # back with snap_restore, as an admin would, and the kernel must load it
 # with the exceptions kept and nothing to clear (at least 28 kinds). The
