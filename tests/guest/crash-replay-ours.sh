@@ -19,30 +19,30 @@ echo "--- results"
 cat "$TMP/ours.total" "$TMP/ours.subsets-total"
 cases=$DMSNAP_RESULTS/$DMSNAP_TEST_NAME.cases
 why=""
+# verdict CASE WHY COMMAND...: the case passes when COMMAND succeeds;
+# otherwise WHY joins the test's failure message.
+verdict() {
+	local name=$1 reason=$2
+	shift 2
+	if "$@"; then
+		echo "PASS $name" >> "$cases"
+	else
+		echo "FAIL $name" >> "$cases"
+		why+="$reason; "
+	fi
+}
+# self_test_lost RESULT LABEL: the self-test replay reported a loss.
+self_test_lost() {
+	grep -q '^rc=3$' "$1" && grep -q "^LOST $2" "$1"
+}
 read -r _ _ points _ lost _ failed _ < "$TMP/ours.total"
-if [ "$points" -ge 500 ] && [ "$lost" -eq 0 ] && [ "$failed" -eq 0 ]; then
-	echo "PASS ours-loses-nothing" >> "$cases"
-else
-	echo "FAIL ours-loses-nothing" >> "$cases"
-	why+="our store: $points points (500 wanted), $lost lost, $failed failed activations; "
-fi
-if grep -q '^rc=3$' "$TMP/self-test.result" && grep -q '^LOST self-test' "$TMP/self-test.result"; then
-	echo "PASS oracle-fails-without-a-commit" >> "$cases"
-else
-	echo "FAIL oracle-fails-without-a-commit" >> "$cases"
-	why+="self-test: the replay without a commit's metadata write reported no loss; "
-fi
 read -r _ _ states _ slost _ < "$TMP/ours.subsets-total"
-if [ "$states" -gt 0 ] && [ "$slost" -eq 0 ]; then
-	echo "PASS ours-subsets-lose-nothing" >> "$cases"
-else
-	echo "FAIL ours-subsets-lose-nothing" >> "$cases"
-	why+="our store: $states subset states, $slost lost; "
-fi
-if grep -q '^rc=3$' "$TMP/subset-self-test.result" && grep -q '^LOST subset-self-test' "$TMP/subset-self-test.result"; then
-	echo "PASS oracle-subsets-fail-with-a-commit-as-plain-write" >> "$cases"
-else
-	echo "FAIL oracle-subsets-fail-with-a-commit-as-plain-write" >> "$cases"
-	why+="subset self-test: the model with a commit as a plain write reported no loss; "
-fi
+verdict ours-loses-nothing "our store: $points points (500 wanted), $lost lost, $failed failed activations" \
+	test "$points" -ge 500 -a "$lost" -eq 0 -a "$failed" -eq 0
+verdict oracle-fails-without-a-commit "self-test: the replay without a commit's metadata write reported no loss" \
+	self_test_lost "$TMP/self-test.result" self-test
+verdict ours-subsets-lose-nothing "our store: $states subset states, $slost lost" \
+	test "$states" -gt 0 -a "$slost" -eq 0
+verdict oracle-subsets-fail-with-a-commit-as-plain-write "subset self-test: the model with a commit as a plain write reported no loss" \
+	self_test_lost "$TMP/subset-self-test.result" subset-self-test
 [ -z "$why" ] || fail "${why%; }"
