@@ -159,6 +159,11 @@ struct CommitIo {
     /// a flush completes them, so that they are called with no lock held
     /// and without allocating.
     spare: KVVec<CommitCompletion>,
+    /// The activation scan cleared records after the end marker that the
+    /// first commit must write back (`StoreData::write_cleanup`); kept
+    /// here, under the commit mutex, so that the commits after it do not
+    /// take the state spinlock to learn there is nothing to do.
+    cleanup: bool,
 }
 
 /// Logs a format-core error the way the C store logs the condition, and
@@ -357,8 +362,13 @@ impl StoreData {
     /// marker, if it cleared any and they are not on disk yet, with
     /// `REQ_PREFLUSH | REQ_FUA`: the first commit calls it before its
     /// record can reach the disk (see `Pstore::cleanup_write`). A failure
-    /// invalidates the store, as a failed commit write does.
-    fn write_cleanup(&self, store: &Store, area: &VVec<u8>) {
+    /// invalidates the store, as a failed commit write does. Once tried,
+    /// `commit.cleanup` is cleared and later commits skip this.
+    fn write_cleanup(&self, store: &Store, commit: &mut CommitIo) {
+        if !core::mem::take(&mut commit.cleanup) {
+            return;
+        }
+        let area = &commit.area;
         let w = match self.with_pstore(|ps| ps.cleanup_write().map_err(report)) {
             Ok(Some(w)) => w,
             Ok(None) | Err(_) => return,
@@ -406,6 +416,7 @@ impl CommitIo {
             area: chunk_buffer(layout)?,
             callbacks: KVVec::with_capacity(batch, GFP_KERNEL)?,
             spare: KVVec::with_capacity(batch, GFP_KERNEL)?,
+            cleanup: false,
         })
     }
 
@@ -774,6 +785,7 @@ impl ExceptionStore for PersistentStore {
                         area: VVec::new(),
                         callbacks: KVVec::new(),
                         spare: KVVec::new(),
+                        cleanup: false,
                     },
                     "dm_snap_persistent:commit"
                 ),
@@ -817,6 +829,7 @@ impl ExceptionStore for PersistentStore {
                 (ps, Metadata::Valid)
             }
         };
+        commit.cleanup = pstore.cleanup_write().is_ok_and(|w| w.is_some());
         *data.commit.lock() = commit;
         *data.state.lock() = Some(pstore);
         Ok(metadata)
@@ -858,8 +871,8 @@ impl ExceptionStore for PersistentStore {
             }
             return;
         }
+        data.write_cleanup(store, &mut commit);
         let CommitIo { area, .. } = &mut *commit;
-        data.write_cleanup(store, area);
 
         let step = data.commit_step(format::Error::CommitWithoutPrepare, |ps| {
             ps.commit_exception(area, e, valid)
