@@ -8,11 +8,12 @@
 //! to write, what to write. This module does the I/O it asks for and
 //! connects it to dm-snapshot through the exception-store abstraction.
 //!
-//! Locking. `state` (a spinlock) holds the format core's [`Pstore`]; it is
-//! taken briefly, never across I/O or a callback, so `prepare_exception`
-//! can take it under dm-snapshot's spinlocks. `commit` (a mutex) owns the
-//! in-memory metadata area and serialises the paths that write it (commit,
-//! merge). `header` (a mutex) owns the header page, which
+//! Locking. `state` (a spinlock) holds the format core's [`Shared`] state;
+//! it is taken briefly, never across I/O or a callback, so
+//! `prepare_exception` can take it under dm-snapshot's spinlocks. `commit`
+//! (a mutex) holds the format core's [`Committer`], which owns the
+//! in-memory metadata area and does the commit and merge paths' I/O
+//! through [`CowIo`]. `header` (a mutex) owns the header page, which
 //! `drop_snapshot` writes while a commit may be running, as in C. Commit
 //! completions are called with none of these held: they can re-enter the
 //! store.
@@ -67,21 +68,26 @@ use crate::{
     snap_format::{
         self as format,
         AreaFill,
+        AreaIo,
         AreaWrite,
+        Batch,
         BlockSizes,
         ChunkBits,
-        CommitStep,
+        Commit,
+        Committer,
         DiskHeader,
         HeaderDecision,
+        IoError,
         Layout,
         LogLevel,
         LogicalBlockSize,
-        PrepareMerge,
-        Pstore,
+        MetadataIo,
         Scan,
         ScanStop,
-        TableChunkSize, //
-        TableStatus,
+        Shared,
+        SharedLock,
+        TableChunkSize,
+        TableStatus, //
     }, //
 };
 use core::fmt::Write;
@@ -124,13 +130,15 @@ pub(crate) struct PersistentStore;
 /// The state of one store (C: `struct pstore`).
 #[pin_data]
 pub(crate) struct StoreData {
-    /// The format core's state; `None` until `read_metadata` has run, and
-    /// for a store that dm-snapshot hands over without reading.
+    /// The state `prepare_exception` and `usage` reach; `None` until
+    /// `read_metadata` has run, and for a store that dm-snapshot hands over
+    /// without reading.
     #[pin]
-    state: SpinLock<Option<Pstore>>,
-    /// The in-memory area and what the commit path needs with it.
+    state: SpinLock<Option<Shared>>,
+    /// The commit and merge paths; `None` until `read_metadata` has run.
+    /// Set after `state`, and neither is unset.
     #[pin]
-    commit: Mutex<CommitIo>,
+    commit: Mutex<Option<CommitIo>>,
     /// C: `ps->header_area`, one chunk there; here the page that
     /// `write_header` writes over the start of chunk 0 (all of a smaller
     /// chunk), zeros following it.
@@ -145,25 +153,116 @@ pub(crate) struct StoreData {
     metadata_wq: DedicatedQueue,
 }
 
-/// What the commit and merge paths own.
+/// The commit and merge paths.
 struct CommitIo {
-    /// C: `ps->area`, one chunk.
-    area: VVec<u8>,
-    /// C: `ps->callbacks`, the completions waiting for the next area write;
-    /// capacity `format::batch_capacity()`: an area's worth as in C, but
-    /// at most `format::MAX_BATCH` (2048, 32 KiB), because the format core
-    /// writes the area once that many wait. kvmalloc memory, as C's
-    /// `kvcalloc`.
-    callbacks: KVVec<CommitCompletion>,
-    /// An empty vector of the same capacity, swapped with `callbacks` when
-    /// a flush completes them, so that they are called with no lock held
-    /// and without allocating.
+    /// C: `ps->area` and `ps->callbacks`: the completions waiting for the
+    /// next area write, at most `format::batch_capacity()` (an area's worth
+    /// as in C, but at most `format::MAX_BATCH`, 2048, 32 KiB), in
+    /// kvmalloc memory as C's `kvcalloc`.
+    committer: Committer<VVec<u8>, KVVec<CommitCompletion>>,
+    /// An empty vector of the same capacity, swapped with the queued
+    /// completions when they are due, so that they are called with no lock
+    /// held and without allocating.
     spare: KVVec<CommitCompletion>,
-    /// The activation scan cleared records after the end marker that the
-    /// first commit must write back (`StoreData::write_cleanup`); kept
-    /// here, under the commit mutex, so that the commits after it do not
-    /// take the state spinlock to learn there is nothing to do.
-    cleanup: bool,
+}
+
+impl CommitIo {
+    /// Takes the queued completions out, leaving the spare in their place.
+    fn take_batch(&mut self) -> KVVec<CommitCompletion> {
+        let spare = core::mem::take(&mut self.spare);
+        self.committer.replace_batch(spare)
+    }
+}
+
+impl Batch for KVVec<CommitCompletion> {
+    type Completion = CommitCompletion;
+
+    fn push(&mut self, done: CommitCompletion) -> Result<(), CommitCompletion> {
+        self.push_within_capacity(done)
+            .map_err(|PushError(done)| done)
+    }
+
+    fn len(&self) -> usize {
+        KVVec::len(self)
+    }
+}
+
+/// The state spinlock as the committer takes it.
+struct StateLock<'a> {
+    lock: &'a SpinLock<Option<Shared>>,
+    layout: Layout,
+}
+
+impl SharedLock for StateLock<'_> {
+    fn with<R>(&self, f: impl FnOnce(&mut Shared) -> R) -> R {
+        let mut state = self.lock.lock();
+        match Option::as_mut(&mut *state) {
+            Some(shared) => f(shared),
+            // Not reached: `read_metadata` sets the state before the
+            // committer exists and never unsets it. Were it reached, the
+            // committer would see an invalid store and write nothing.
+            None => f(&mut Shared::new(self.layout, false)),
+        }
+    }
+}
+
+/// The COW device as the committer uses it: dm-io from the committing
+/// thread (a kcopyd worker, or dm-snapshot's merge worker).
+struct CowIo<'a> {
+    data: &'a StoreData,
+    store: &'a Store,
+}
+
+/// The positive errno of a failed I/O.
+fn io_error(e: Error) -> IoError {
+    IoError(e.to_errno().saturating_neg())
+}
+
+impl MetadataIo for CowIo<'_> {
+    type Area = VVec<u8>;
+
+    fn cow_sectors(&self) -> u64 {
+        self.store.cow().nr_sectors()
+    }
+
+    fn read_area(&mut self, io: AreaIo, area: &mut VVec<u8>) -> Result<(), IoError> {
+        let region = cow_region(self.store, io.sector, io.sectors).map_err(io_error)?;
+        self.data.io.read(&region, area, 0).map_err(io_error)
+    }
+
+    fn write_area(&mut self, w: &AreaWrite, area: &VVec<u8>) -> Result<(), IoError> {
+        let offset = usize::try_from(w.offset).map_err(|_| IoError(format::errno::EINVAL))?;
+        let region = cow_region(self.store, w.sector, w.sectors).map_err(io_error)?;
+        self.data
+            .io
+            .write(
+                &region,
+                area,
+                offset,
+                OpFlags::PREFLUSH | OpFlags::FUA | OpFlags::SYNC,
+            )
+            .map_err(io_error)
+    }
+
+    fn zero_area(&mut self, io: AreaIo) -> Result<(), IoError> {
+        let region = cow_region(self.store, io.sector, io.sectors).map_err(io_error)?;
+        self.data.write_zeros(&region).map_err(io_error)
+    }
+
+    fn write_header(&mut self, header: DiskHeader) -> Result<(), IoError> {
+        self.data
+            .write_header(
+                self.store,
+                header.chunk_size,
+                header,
+                OpFlags::PREFLUSH | OpFlags::FUA,
+            )
+            .map_err(io_error)
+    }
+
+    fn report(&mut self, error: &format::Error) {
+        report(*error);
+    }
 }
 
 /// Logs a format-core error the way the C store logs the condition, and
@@ -272,124 +371,25 @@ impl StoreData {
             .write_page_then_zeros(region, None, &self.zeros, OpFlags::NONE)
     }
 
-    /// Writes the part `w` of the area buffer `area` with
-    /// `REQ_PREFLUSH | REQ_FUA | REQ_SYNC`. C: `area_io(ps, REQ_OP_WRITE | ..)`,
-    /// limited to the blocks that changed.
-    fn write_area(&self, store: &Store, area: &VVec<u8>, w: &AreaWrite) -> Result {
-        let offset = usize::try_from(w.offset).map_err(|_| EINVAL)?;
-        let region = cow_region(store, w.sector, w.sectors)?;
-        self.io.write(
-            &region,
-            area,
-            offset,
-            OpFlags::PREFLUSH | OpFlags::FUA | OpFlags::SYNC,
-        )
-    }
-
-    /// Runs `f` on the format core's state under the state spinlock; fails
-    /// with `EIO` if the metadata was never read.
-    fn with_pstore<T>(&self, f: impl FnOnce(&mut Pstore) -> Result<T>) -> Result<T> {
+    /// Runs `f` on the shared state under the state spinlock; fails with
+    /// `EIO` if the metadata was never read.
+    fn with_shared<T>(&self, f: impl FnOnce(&mut Shared) -> Result<T>) -> Result<T> {
         let mut state = self.state.lock();
-        let ps = Option::as_mut(&mut *state).ok_or(EIO)?;
-        f(ps)
+        let shared = Option::as_mut(&mut *state).ok_or(EIO)?;
+        f(shared)
     }
 
-    /// Runs the commit-machine step `f` on the format core's state under
-    /// the state spinlock; fails with `missing` if the metadata was never
-    /// read.
-    fn commit_step(
-        &self,
-        missing: format::Error,
-        f: impl FnOnce(&mut Pstore) -> Result<CommitStep, format::Error>,
-    ) -> Result<CommitStep, format::Error> {
-        Option::as_mut(&mut *self.state.lock()).map_or(Err(missing), f)
-    }
-
-    /// Does the I/O the commit machine asks for after `step`, until the
-    /// commit is queued or done. Returns whether the queued completions are
-    /// due now.
-    fn drive_commit(
-        &self,
-        store: &Store,
-        area: &mut VVec<u8>,
-        mut step: Result<CommitStep, format::Error>,
-    ) -> bool {
-        loop {
-            match step {
-                Ok(CommitStep::Queued) => return false,
-                Ok(CommitStep::ZeroNextArea(next)) => {
-                    // C: `zero_disk_area(ps, ps->current_area + 1)`.
-                    let ok = cow_region(store, next.sector, next.sectors)
-                        .and_then(|r| self.write_zeros(&r))
-                        .is_ok();
-                    step = self
-                        .commit_step(format::Error::NoFlushInProgress, |ps| ps.commit_io_done(ok));
-                }
-                Ok(CommitStep::WriteArea(w)) => {
-                    let ok = self.write_area(store, area, &w).is_ok();
-                    step = self
-                        .commit_step(format::Error::NoFlushInProgress, |ps| ps.commit_io_done(ok));
-                }
-                Ok(CommitStep::Complete { clear_area, .. }) => {
-                    // The store moved to the next area: its buffer starts
-                    // empty. Done here, under the commit mutex that owns the
-                    // buffer, not under the state spinlock.
-                    if clear_area {
-                        area.fill(0);
-                    }
-                    return true;
-                }
-                Ok(CommitStep::Refused { error, callbacks }) => {
-                    // The exception fails and the store is invalid; the
-                    // callbacks wait for the flush of the exceptions still
-                    // pending, if any.
-                    report(error);
-                    return callbacks != 0;
-                }
-                Err(e) => {
-                    // A broken invariant of the commit path: fail the store
-                    // and every exception waiting on it, rather than leave
-                    // them hanging.
-                    report(e);
-                    let _ = self.with_pstore(|ps| Ok(ps.drop_snapshot()));
-                    return true;
-                }
-            }
+    /// The commit path's view of the state spinlock.
+    fn state_lock(&self, layout: Layout) -> StateLock<'_> {
+        StateLock {
+            lock: &self.state,
+            layout,
         }
-    }
-
-    /// Writes back the records the activation scan cleared after the end
-    /// marker, if it cleared any and they are not on disk yet, with
-    /// `REQ_PREFLUSH | REQ_FUA`: the first commit calls it before its
-    /// record can reach the disk (see `Pstore::cleanup_write`). A failure
-    /// invalidates the store, as a failed commit write does. Once tried,
-    /// `commit.cleanup` is cleared and later commits skip this.
-    fn write_cleanup(&self, store: &Store, commit: &mut CommitIo) {
-        if !core::mem::take(&mut commit.cleanup) {
-            return;
-        }
-        let area = &commit.area;
-        let w = match self.with_pstore(|ps| ps.cleanup_write().map_err(report)) {
-            Ok(Some(w)) => w,
-            Ok(None) | Err(_) => return,
-        };
-        let ok = self.write_area(store, area, &w).is_ok();
-        if !ok {
-            crate::dm_err!(
-                PREFIX,
-                "clearing the records after the end marker of area {} failed",
-                w.area
-            );
-        }
-        let _ = self.with_pstore(|ps| {
-            ps.cleanup_done(ok);
-            Ok(())
-        });
     }
 
     /// Whether the store is valid right now (C: `ps->valid`).
     fn is_valid(&self) -> bool {
-        Option::as_ref(&*self.state.lock()).is_some_and(Pstore::is_valid)
+        Option::as_ref(&*self.state.lock()).is_some_and(Shared::is_valid)
     }
 
     /// Calls the completions in `batch`, oldest first, each with the store's
@@ -400,30 +400,11 @@ impl StoreData {
             done.complete(self.is_valid());
         }
         let mut commit = self.commit.lock();
-        if commit.spare.capacity() < batch.capacity() {
-            commit.spare = batch;
+        if let Some(commit) = Option::as_mut(&mut *commit) {
+            if commit.spare.capacity() < batch.capacity() {
+                commit.spare = batch;
+            }
         }
-    }
-}
-
-impl CommitIo {
-    /// The buffers of a store of `layout`: area and the
-    /// completion vectors. C: `alloc_area()` and the `kvcalloc()` of
-    /// `ps->callbacks`.
-    fn new(layout: Layout) -> Result<Self> {
-        let batch = usize::try_from(format::batch_capacity(layout)).map_err(|_| EINVAL)?;
-        Ok(Self {
-            area: chunk_buffer(layout)?,
-            callbacks: KVVec::with_capacity(batch, GFP_KERNEL)?,
-            spare: KVVec::with_capacity(batch, GFP_KERNEL)?,
-            cleanup: false,
-        })
-    }
-
-    /// Takes the queued completions out, leaving the spare in their place.
-    fn take_callbacks(&mut self) -> KVVec<CommitCompletion> {
-        let spare = core::mem::take(&mut self.spare);
-        core::mem::replace(&mut self.callbacks, spare)
     }
 }
 
@@ -510,53 +491,6 @@ impl PersistentStore {
         })
         .and_then(|d| d.check_device(store.cow().nr_sectors()))
         .map_err(report)
-    }
-
-    /// Starts a new store on a COW device without one: area 0 first, then
-    /// the header with `REQ_PREFLUSH | REQ_FUA`. A header must never reach
-    /// the disk before the zeros, or a crash between the two leaves a valid
-    /// header over stale records (C writes the header first, without
-    /// flags). C: the `new_snapshot` case of `persistent_read_metadata()`.
-    fn start_new_store(
-        data: &StoreData,
-        store: &Store,
-        layout: Layout,
-        write_block: LogicalBlockSize,
-        commit: &mut CommitIo,
-    ) -> Result<Pstore> {
-        let area0 = layout.area_io(0).ok_or(EINVAL)?;
-        let region = cow_region(store, area0.sector, area0.sectors)?;
-        if let Err(e) = data.write_zeros(&region) {
-            crate::dm_warn!(PREFIX, "{}", format::messages::ZERO_DISK_AREA_0_FAILED);
-            return Err(e);
-        }
-        let header = DiskHeader::new(true, layout.chunk_size());
-        if let Err(e) = data.write_header(
-            store,
-            layout.chunk_sectors(),
-            header,
-            OpFlags::PREFLUSH | OpFlags::FUA,
-        ) {
-            crate::dm_warn!(PREFIX, "{}", format::messages::WRITE_HEADER_FAILED);
-            return Err(e);
-        }
-        Pstore::new_snapshot(layout, write_block, &mut commit.area).map_err(report)
-    }
-
-    /// Loads a valid store: scans its areas into `sink`. Writes nothing,
-    /// as C: the COW device may be read-only. Garbage the scan cleared
-    /// after the end marker goes back to disk before the first commit
-    /// ([`StoreData::write_cleanup`]).
-    fn load_store(
-        data: &StoreData,
-        store: &Store,
-        layout: Layout,
-        write_block: LogicalBlockSize,
-        area: &mut VVec<u8>,
-        sink: &mut ExceptionSink<'_>,
-    ) -> Result<Pstore> {
-        let scan = Self::read_exceptions(data, store, layout, area, sink)?;
-        Pstore::from_scan(layout, write_block, &scan, area).map_err(report)
     }
 
     /// Scans the metadata areas of a valid store, forwarding every exception
@@ -780,15 +714,7 @@ impl ExceptionStore for PersistentStore {
         KBox::pin_init(
             try_pin_init!(StoreData {
                 state <- new_spinlock!(None, "dm_snap_persistent:state"),
-                commit <- new_mutex!(
-                    CommitIo {
-                        area: VVec::new(),
-                        callbacks: KVVec::new(),
-                        spare: KVVec::new(),
-                        cleanup: false,
-                    },
-                    "dm_snap_persistent:commit"
-                ),
+                commit <- new_mutex!(None, "dm_snap_persistent:commit"),
                 header <- new_mutex!(header, "dm_snap_persistent:header"),
                 zeros,
                 io,
@@ -810,28 +736,35 @@ impl ExceptionStore for PersistentStore {
         let write_block =
             LogicalBlockSize::new(store.cow().logical_block_size()).map_err(report)?;
 
-        // Buffers of the final chunk size. C: `alloc_area()`.
-        let mut commit = CommitIo::new(layout)?;
+        // Buffers of the final chunk size. C: `alloc_area()` and the
+        // `kvcalloc()` of `ps->callbacks`.
+        let mut area = chunk_buffer(layout)?;
+        let capacity = usize::try_from(format::batch_capacity(layout)).map_err(|_| EINVAL)?;
+        let batch = KVVec::with_capacity(capacity, GFP_KERNEL)?;
+        let spare = KVVec::with_capacity(capacity, GFP_KERNEL)?;
 
-        let (pstore, metadata) = match decision {
+        let (made, metadata) = match decision {
             HeaderDecision::New(_) => {
-                let ps = Self::start_new_store(&data, store, layout, write_block, &mut commit)?;
-                (ps, Metadata::Valid)
+                let mut io = CowIo { data: &data, store };
+                let made = Committer::create(&mut io, layout, write_block, area, batch);
+                (made, Metadata::Valid)
             }
             HeaderDecision::Invalid(_) => {
-                let ps =
-                    Pstore::new_invalid(layout, write_block, &mut commit.area).map_err(report)?;
-                (ps, Metadata::Invalid)
+                let made = Committer::new_invalid(layout, write_block, area, batch);
+                (made, Metadata::Invalid)
             }
             HeaderDecision::Valid(_) => {
-                let ps =
-                    Self::load_store(&data, store, layout, write_block, &mut commit.area, sink)?;
-                (ps, Metadata::Valid)
+                // Writes nothing, as C: the COW device may be read-only.
+                // The garbage the scan cleared after the end marker goes
+                // back to disk with the first commit.
+                let scan = Self::read_exceptions(&data, store, layout, &mut area, sink)?;
+                let made = Committer::from_scan(layout, write_block, &scan, area, batch);
+                (made, Metadata::Valid)
             }
         };
-        commit.cleanup = pstore.cleanup_write().is_ok_and(|w| w.is_some());
-        *data.commit.lock() = commit;
-        *data.state.lock() = Some(pstore);
+        let (shared, committer) = made.map_err(report)?;
+        *data.state.lock() = Some(shared);
+        *data.commit.lock() = Some(CommitIo { committer, spare });
         Ok(metadata)
     }
 
@@ -839,7 +772,7 @@ impl ExceptionStore for PersistentStore {
     /// spinlock: takes only our spinlock, allocates nothing.
     fn prepare_exception(data: Pin<&StoreData>, store: &Store, _old_chunk: Chunk) -> Result<Chunk> {
         let cow_sectors = store.cow().nr_sectors();
-        data.with_pstore(|ps| ps.prepare_exception(cow_sectors).map_err(errno))
+        data.with_shared(|s| s.prepare_exception(cow_sectors).map_err(errno))
     }
 
     /// C: `persistent_commit_exception()`.
@@ -854,69 +787,44 @@ impl ExceptionStore for PersistentStore {
             old_chunk: exception.old_chunk,
             new_chunk: exception.new_chunk,
         };
-        let mut commit = data.commit.lock();
-        if let Err(PushError(done)) = commit.callbacks.push_within_capacity(done) {
-            // Cannot happen: the format core completes a batch when it
-            // holds `batch_capacity()` callbacks, this vector's capacity.
-            // If it did, the core consumes the exception as a failed one,
-            // so that the flush the pending ones wait for still comes.
-            let step =
-                data.commit_step(format::Error::CommitWithoutPrepare, Pstore::abandon_commit);
-            let due = data.drive_commit(store, &mut commit.area, step);
-            let batch = due.then(|| commit.take_callbacks());
-            drop(commit);
+        let mut guard = data.commit.lock();
+        let Some(commit) = Option::as_mut(&mut *guard) else {
+            // Not reached: dm-snapshot commits only exceptions it prepared.
+            drop(guard);
             done.complete(false);
-            if let Some(batch) = batch {
-                data.complete(batch);
-            }
             return;
+        };
+        let shared = data.state_lock(commit.committer.layout());
+        let mut io = CowIo { data: &data, store };
+        let (unqueued, due) = match commit
+            .committer
+            .commit_exception(&shared, &mut io, e, valid, done)
+        {
+            Commit::Queued => return,
+            Commit::Due => (None, true),
+            Commit::Unqueued { done, due } => (Some(done), due),
+        };
+        let batch = due.then(|| commit.take_batch());
+        drop(guard);
+        if let Some(batch) = batch {
+            data.complete(batch);
         }
-        data.write_cleanup(store, &mut commit);
-        let CommitIo { area, .. } = &mut *commit;
-
-        let step = data.commit_step(format::Error::CommitWithoutPrepare, |ps| {
-            ps.commit_exception(area, e, valid)
-        });
-        if !data.drive_commit(store, area, step) {
-            return;
+        if let Some(done) = unqueued {
+            done.complete(false);
         }
-        let batch = commit.take_callbacks();
-        drop(commit);
-        data.complete(batch);
     }
 
-    /// C: `persistent_prepare_merge()`. Reading, checking and searching the
-    /// area happen under the commit mutex only; the state spinlock is taken
-    /// for O(1) steps.
+    /// C: `persistent_prepare_merge()`.
     fn prepare_merge(data: Pin<&StoreData>, store: &Store) -> Result<Option<MergeRun>> {
-        let mut commit = data.commit.lock();
-        let step = data.with_pstore(|ps| ps.prepare_merge().map_err(report))?;
-        let query = match step {
-            PrepareMerge::Done => return Ok(None),
-            PrepareMerge::FindRun(query) => query,
-            PrepareMerge::ReadArea(prev) => {
-                // C: `area_io(ps, REQ_OP_READ)` of the previous area.
-                let region = cow_region(store, prev.sector, prev.sectors)?;
-                let checked = data.io.read(&region, &mut commit.area, 0).and_then(|()| {
-                    let layout = data.with_pstore(|ps| Ok(ps.layout()))?;
-                    layout
-                        .check_full_area(prev.area, &commit.area, store.cow().nr_sectors())
-                        .map_err(report)
-                });
-                let checked = match checked {
-                    Ok(checked) => checked,
-                    Err(e) => {
-                        // The store stays on its current, empty area.
-                        commit.area.fill(0);
-                        return Err(e);
-                    }
-                };
-                data.with_pstore(|ps| ps.merge_area_read(checked).map_err(report))?
-            }
-        };
-        let run = query.find(&commit.area).map_err(report)?;
-        data.with_pstore(|ps| ps.merge_run_found(&run).map_err(report))?;
-        Ok(Some(MergeRun {
+        let mut guard = data.commit.lock();
+        let commit = Option::as_mut(&mut *guard).ok_or(EIO)?;
+        let shared = data.state_lock(commit.committer.layout());
+        let mut io = CowIo { data: &data, store };
+        let run = commit
+            .committer
+            .prepare_merge(&shared, &mut io)
+            .map_err(report)?;
+        Ok(run.map(|run| MergeRun {
             last_old_chunk: run.last_old_chunk,
             last_new_chunk: run.last_new_chunk,
             count: run.count,
@@ -925,17 +833,14 @@ impl ExceptionStore for PersistentStore {
 
     /// C: `persistent_commit_merge()`.
     fn commit_merge(data: Pin<&StoreData>, store: &Store, count: u32) -> Result {
-        let mut commit = data.commit.lock();
-        let merge = data.with_pstore(|ps| ps.commit_merge(count).map_err(report))?;
-        let written = match commit.area.get_mut(merge.clear.clone()) {
-            Some(records) => {
-                records.fill(0);
-                data.write_area(store, &commit.area, &merge.write)
-            }
-            None => Err(EINVAL),
-        };
-        data.with_pstore(|ps| ps.commit_merge_done(written.is_ok()).map_err(report))?;
-        written
+        let mut guard = data.commit.lock();
+        let commit = Option::as_mut(&mut *guard).ok_or(EIO)?;
+        let shared = data.state_lock(commit.committer.layout());
+        let mut io = CowIo { data: &data, store };
+        commit
+            .committer
+            .commit_merge(&shared, &mut io, count)
+            .map_err(report)
     }
 
     /// C: `persistent_drop_snapshot()`. The header is written with
@@ -943,7 +848,7 @@ impl ExceptionStore for PersistentStore {
     /// this returns.
     fn drop_snapshot(data: Pin<&StoreData>, store: &Store) {
         // Never read: nothing on disk is ours to mark.
-        let Ok(header) = data.with_pstore(|ps| Ok(ps.drop_snapshot())) else {
+        let Ok(header) = data.with_shared(|s| Ok(s.drop_snapshot())) else {
             return;
         };
         if data
@@ -970,7 +875,7 @@ impl ExceptionStore for PersistentStore {
         let cow_sectors = store.cow().nr_sectors();
         let state = data.state.lock();
         let usage = match Option::as_ref(&*state) {
-            Some(ps) => ps.usage(cow_sectors),
+            Some(shared) => shared.usage(cow_sectors),
             // Not read (a store dm-snapshot handed over): C reports the
             // values its constructor set, header plus area 0.
             None => {

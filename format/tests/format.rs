@@ -603,6 +603,16 @@ fn messages_and_errnos_of_every_condition() {
             errno::EINVAL,
             "cannot merge 4 exceptions: 3 were prepared",
         ),
+        (
+            Error::WriteFailed { chunk: 3, errno: 28 },
+            28,
+            "writing chunk 3 failed with error 28",
+        ),
+        (
+            Error::CleanupFailed { area: 2, errno: 5 },
+            5,
+            "clearing the records after the end marker of area 2 failed with error 5",
+        ),
         (Error::MergeCommitFailed, errno::EIO, "an earlier merge commit failed to write; reload the snapshot before merging"),
         (Error::TooManyPending, errno::ENOSPC, "too many prepared exceptions pending"),
     ];
@@ -612,10 +622,8 @@ fn messages_and_errnos_of_every_condition() {
     }
     for e in [
         Error::CommitWithoutPrepare,
-        Error::FlushInProgress,
-        Error::NoFlushInProgress,
+        Error::CallbackQueueFull,
         Error::ScanState,
-        Error::MergeState,
         Error::Overflow,
         Error::IndexOutOfArea {
             index: 1,
@@ -633,6 +641,16 @@ fn messages_and_errnos_of_every_condition() {
         }
         .c_log_level(),
         None
+    );
+    // C says nothing of a failed area write (dm-snapshot does), but this
+    // store logs the failed write of the cleared records.
+    assert_eq!(
+        Error::WriteFailed { chunk: 1, errno: 5 }.c_log_level(),
+        None
+    );
+    assert_eq!(
+        Error::CleanupFailed { area: 1, errno: 5 }.c_log_level(),
+        Some(LogLevel::Err)
     );
     let w = Warning::GarbageAfterEndMarker {
         area: 4,

@@ -20,6 +20,12 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use snap_format::*;
+use std::cell::RefCell;
+
+/// An empty completion queue of the capacity the kernel store gives it.
+fn queue(l: Layout) -> Queue {
+    Queue::with_capacity(batch_capacity(l) as usize)
+}
 
 // ------------------------------------------------------------------------
 // Device
@@ -56,6 +62,63 @@ impl Dev {
     fn read_chunk(&self, chunk: u64) -> Option<Vec<u8>> {
         let s = chunk as usize * self.chunk_bytes;
         self.img.get(s..s + self.chunk_bytes).map(|b| b.to_vec())
+    }
+}
+
+/// Our store's view of a [`Dev`]: the metadata I/O, with the outcome of
+/// the next zeroing and area write chosen by the test.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct OursDev {
+    dev: Dev,
+    zero_ok: bool,
+    write_ok: bool,
+}
+
+impl MetadataIo for OursDev {
+    type Area = Vec<u8>;
+    fn cow_sectors(&self) -> u64 {
+        self.dev.sectors()
+    }
+    fn read_area(&mut self, io: AreaIo, area: &mut Vec<u8>) -> Result<(), IoError> {
+        let data = self.dev.read_chunk(io.chunk).ok_or(IoError(5))?;
+        area.copy_from_slice(&data);
+        Ok(())
+    }
+    fn write_area(&mut self, w: &AreaWrite, area: &Vec<u8>) -> Result<(), IoError> {
+        let ok = self.write_ok;
+        let bytes = w.bytes(area).ok_or(IoError(22))?;
+        if self.dev.write(w.sector as usize * 512, bytes, ok) {
+            Ok(())
+        } else {
+            Err(IoError(5))
+        }
+    }
+    fn zero_area(&mut self, io: AreaIo) -> Result<(), IoError> {
+        let zeros = vec![0u8; io.sectors as usize * 512];
+        let ok = self.dev.write_chunk(io.chunk, &zeros, self.zero_ok);
+        if std::env::var_os("MODEL_STATS").is_some() {
+            eprintln!(
+                "STAT zero ok={ok} on_device={}",
+                self.dev.read_chunk(io.chunk).is_some()
+            );
+        }
+        if ok {
+            Ok(())
+        } else {
+            Err(IoError(5))
+        }
+    }
+    fn write_header(&mut self, header: DiskHeader) -> Result<(), IoError> {
+        let mut chunk = vec![0u8; self.dev.chunk_bytes];
+        header.encode(&mut chunk).unwrap();
+        if self.dev.write_chunk(0, &chunk, true) {
+            Ok(())
+        } else {
+            Err(IoError(5))
+        }
+    }
+    fn report(&mut self, error: &Error) {
+        panic!("the model commits only valid exceptions: {error}");
     }
 }
 
@@ -305,9 +368,9 @@ struct Harness {
     l: Layout,
     model: Model,
     mdev: Dev,
-    ours: Pstore,
-    odev: Dev,
-    area: Vec<u8>,
+    shared: Locked,
+    ours: TestCommitter,
+    odev: OursDev,
     /// Prepared, not yet committed chunks, in prepare order.
     pending: Vec<u64>,
     /// Exceptions committed (and, while valid, on disk), in order.
@@ -327,29 +390,31 @@ impl Harness {
         let img = (0..sectors as usize * 512)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 1)
             .collect();
-        let mut dev = Dev { img, chunk_bytes };
-        // New store: header, then area 0 zeroed (C's new-store path).
-        let mut hdr = vec![0u8; chunk_bytes];
-        DiskHeader::new(true, l.chunk_size())
-            .encode(&mut hdr)
-            .unwrap();
-        assert_eq!(&hdr[..16], &model_header(true, u64::from(cs))[..]);
-        assert!(dev.write_chunk(0, &hdr, true));
-        assert!(dev.write_chunk(1, &vec![0u8; chunk_bytes], true));
-        let mut area = vec![0u8; chunk_bytes];
+        let dev = Dev { img, chunk_bytes };
+        // New store, C's way: the header, then area 0 zeroed.
+        let mut mdev = dev.clone();
+        let mut hdr = model_header(true, u64::from(cs));
+        hdr.resize(chunk_bytes, 0);
+        assert!(mdev.write_chunk(0, &hdr, true));
+        assert!(mdev.write_chunk(1, &vec![0u8; chunk_bytes], true));
+        // Ours: area 0 zeroed, then the header.
+        let mut odev = OursDev {
+            dev,
+            zero_ok: true,
+            write_ok: true,
+        };
         let wb = LogicalBlockSize::new(512 << write_shift.min(shift)).unwrap();
-        let ours = Pstore::new_snapshot(l, wb, &mut area)
-            .unwrap()
-            .with_batch_limit(batch);
+        let (shared, ours) = Committer::create(&mut odev, l, wb, area_buffer(l), queue(l)).unwrap();
+        let ours = ours.with_batch_limit(batch);
         let mut model = Model::new(u64::from(cs), true);
         model.batch = u64::from(ours.batch_limit());
         Harness {
             l,
             model,
-            mdev: dev.clone(),
+            mdev,
+            shared: Locked(RefCell::new(shared)),
             ours,
-            odev: dev,
-            area,
+            odev,
             pending: vec![],
             committed: vec![],
             last_old: 0,
@@ -359,23 +424,24 @@ impl Harness {
     }
 
     fn check_same(&self) {
-        let (m, o) = (&self.model, &self.ours);
-        assert_eq!(o.is_valid(), m.valid);
-        assert_eq!(o.next_free(), m.next_free);
+        let (m, o, s) = (&self.model, &self.ours, self.shared.get());
+        assert_eq!(s.is_valid(), m.valid);
+        assert_eq!(s.next_free(), m.next_free);
+        assert_eq!(s.current_area(), m.current_area);
         assert_eq!(o.current_area(), m.current_area);
         assert_eq!(u64::from(o.current_committed()), m.current_committed);
-        assert_eq!(u64::from(o.pending_count()), m.pending);
-        assert_eq!(u64::from(o.callback_count()), m.callbacks);
-        assert!(self.area == m.area, "area buffers differ");
-        assert!(self.odev == self.mdev, "device images differ");
-        let u = o.usage(self.odev.sectors()).unwrap();
+        assert_eq!(u64::from(s.pending_count()), m.pending);
+        assert_eq!(o.batch().len() as u64, m.callbacks);
+        assert!(o.area() == m.area, "area buffers differ");
+        assert!(self.odev.dev == self.mdev, "device images differ");
+        let u = s.usage(self.odev.dev.sectors()).unwrap();
         assert_eq!(u.sectors_allocated, m.next_free * m.chunk_sectors);
         assert_eq!(u.metadata_sectors, (m.current_area + 2) * m.chunk_sectors);
         // Outside the dirty range, the area on disk equals memory.
         let loc = self.l.area_location(o.current_area()).unwrap();
-        if let Some(disk) = self.odev.read_chunk(loc) {
+        if let Some(disk) = self.odev.dev.read_chunk(loc) {
             let dirty = o.dirty_range().unwrap_or(0..0);
-            for (i, (d, a)) in disk.iter().zip(&self.area).enumerate() {
+            for (i, (d, a)) in disk.iter().zip(o.area()).enumerate() {
                 if !dirty.contains(&i) {
                     assert_eq!(
                         d,
@@ -389,10 +455,10 @@ impl Harness {
     }
 
     fn drop_snapshot(&mut self) {
-        let h = self.ours.drop_snapshot();
+        let h = self.shared.with(Shared::drop_snapshot);
         let mut buf = vec![0u8; self.l.chunk_bytes() as usize];
         h.encode(&mut buf).unwrap();
-        assert!(self.odev.write_chunk(0, &buf, true));
+        assert!(self.odev.dev.write_chunk(0, &buf, true));
         self.model.valid = false;
         let mut mbuf = model_header(false, self.model.chunk_sectors);
         mbuf.resize(buf.len(), 0);
@@ -409,9 +475,9 @@ impl Harness {
                 if self.merging {
                     return;
                 }
-                let cow = self.odev.sectors();
+                let cow = self.odev.dev.sectors();
                 let m = self.model.prepare(cow);
-                let o = self.ours.prepare_exception(cow);
+                let o = self.shared.with(|s| s.prepare_exception(cow));
                 match (m, o) {
                     (Some(a), Ok(b)) => {
                         assert_eq!(a, b);
@@ -444,45 +510,27 @@ impl Harness {
                 let expect =
                     self.model
                         .commit(&mut self.mdev, old, new, copy_ok, zero_ok, write_ok);
-                let mut step = self
-                    .ours
-                    .commit_exception(&mut self.area, e, copy_ok)
-                    .unwrap();
-                let got = loop {
-                    match step {
-                        CommitStep::Queued => break None,
-                        CommitStep::ZeroNextArea(io) => {
-                            let zeros = vec![0u8; io.sectors as usize * 512];
-                            let ok = self.odev.write_chunk(io.chunk, &zeros, zero_ok);
-                            if std::env::var_os("MODEL_STATS").is_some() {
-                                eprintln!(
-                                    "STAT zero ok={ok} on_device={}",
-                                    self.odev.read_chunk(io.chunk).is_some()
-                                );
-                            }
-                            step = io_done(&mut self.ours, &mut self.area, ok).unwrap();
+                self.odev.zero_ok = zero_ok;
+                self.odev.write_ok = write_ok;
+                let done = self.committed.len() as u32;
+                let got =
+                    match self
+                        .ours
+                        .commit_exception(&self.shared, &mut self.odev, e, copy_ok, done)
+                    {
+                        Commit::Queued => None,
+                        Commit::Due => {
+                            let batch = self.ours.replace_batch(queue(self.l));
+                            Some((batch.len() as u64, self.shared.get().is_valid()))
                         }
-                        CommitStep::WriteArea(w) => {
-                            let ok = self.odev.write(
-                                w.sector as usize * 512,
-                                w.bytes(&self.area).unwrap(),
-                                write_ok,
-                            );
-                            step = io_done(&mut self.ours, &mut self.area, ok).unwrap();
-                        }
-                        CommitStep::Refused { error, .. } => {
-                            panic!("the model commits only valid exceptions: {error}")
-                        }
-                        CommitStep::Complete {
-                            callbacks, valid, ..
-                        } => break Some((u64::from(callbacks), valid)),
-                    }
-                };
+                        Commit::Unqueued { .. } => panic!("the queue holds a batch"),
+                    };
                 assert_eq!(got, expect);
                 self.committed.push((old, new));
                 if let Some((_, false)) = got {
                     // dm-snapshot invalidates the snapshot on failure.
-                    if self.ours.is_valid() || self.odev.read_chunk(0).unwrap()[4] != 0 {
+                    if self.shared.get().is_valid() || self.odev.dev.read_chunk(0).unwrap()[4] != 0
+                    {
                         self.drop_snapshot();
                     }
                 }
@@ -499,21 +547,22 @@ impl Harness {
     }
 
     fn reload(&mut self) {
-        let live = self.ours.clone();
+        let live = self.shared.get();
+        let live_area = (self.ours.current_area(), self.ours.current_committed());
         let cs = self.model.chunk_sectors;
-        let hdr = self.odev.read_chunk(0).unwrap();
+        let hdr = self.odev.dev.read_chunk(0).unwrap();
         let t = TableChunkSize::new(0, BlockSizes::SECTOR).unwrap();
         let decision = read_header(&hdr, t, BlockSizes::SECTOR, |w| panic!("{w}")).unwrap();
         let l = decision.layout();
         assert_eq!(l, self.l);
         let wb = LogicalBlockSize::SECTOR;
-        let mut area = vec![0u8; l.chunk_bytes() as usize];
+        let mut area = area_buffer(l);
+        let batch = self.ours.batch_limit();
         match (Model::load(&self.mdev, cs), decision) {
             (Loaded::Invalid(m), HeaderDecision::Invalid(_)) => {
-                let batch = self.ours.batch_limit();
-                self.ours = Pstore::new_invalid(l, wb, &mut area)
-                    .unwrap()
-                    .with_batch_limit(batch);
+                let (shared, ours) = Committer::new_invalid(l, wb, area, queue(l)).unwrap();
+                self.shared = Locked(RefCell::new(shared));
+                self.ours = ours.with_batch_limit(batch);
                 self.model = Model {
                     batch: u64::from(batch),
                     ..m
@@ -521,7 +570,7 @@ impl Harness {
             }
             (Loaded::Valid(m, seen), HeaderDecision::Valid(_)) => {
                 let mut ours_seen = vec![];
-                let img = &self.odev;
+                let img = &self.odev.dev;
                 let r = scan_areas(
                     l,
                     img.sectors(),
@@ -542,10 +591,9 @@ impl Harness {
                 }
                 assert_eq!(ours_seen, seen);
                 assert_eq!(ours_seen, self.committed, "exception set after reload");
-                let batch = self.ours.batch_limit();
-                self.ours = Pstore::from_scan(l, wb, &r, &mut area)
-                    .unwrap()
-                    .with_batch_limit(batch);
+                let (shared, ours) = Committer::from_scan(l, wb, &r, area, queue(l)).unwrap();
+                self.shared = Locked(RefCell::new(shared));
+                self.ours = ours.with_batch_limit(batch);
                 self.model = Model {
                     batch: u64::from(batch),
                     ..m
@@ -554,22 +602,21 @@ impl Harness {
                 // A merge that read back a full area holds (k, epa), which
                 // is what a scan calls (k + 1, 0).
                 let epa = self.l.exceptions_per_area();
-                let live_pos = if live.current_committed() == epa {
-                    (live.current_area() + 1, 0)
+                let live_pos = if live_area.1 == epa {
+                    (live_area.0 + 1, 0)
                 } else {
-                    (live.current_area(), live.current_committed())
+                    live_area
                 };
                 assert_eq!(
                     live_pos,
                     (self.ours.current_area(), self.ours.current_committed())
                 );
                 if !self.merging {
-                    assert_eq!(live.next_free(), self.ours.next_free());
+                    assert_eq!(live.next_free(), self.shared.get().next_free());
                 }
             }
             _ => panic!("header decisions differ"),
         }
-        self.area = area;
         self.merging = false;
         self.merge_failed = false;
     }
@@ -580,22 +627,17 @@ impl Harness {
         }
         if self.merge_failed {
             assert_eq!(
-                merge_prepare(&mut self.ours, &self.area),
+                self.ours.prepare_merge(&self.shared, &mut self.odev),
                 Err(Error::MergeCommitFailed)
             );
             return;
         }
         self.merging = true;
         let (count, lo, ln) = self.model.prepare_merge(&self.mdev);
-        let run = match merge_prepare(&mut self.ours, &self.area).unwrap() {
-            Prep::Done => None,
-            Prep::Run(r) => Some(r),
-            Prep::ReadArea(io) => {
-                let data = self.odev.read_chunk(io.chunk).unwrap();
-                self.area.copy_from_slice(&data);
-                Some(merge_read(&mut self.ours, &self.area, self.odev.sectors()).unwrap())
-            }
-        };
+        let run = self
+            .ours
+            .prepare_merge(&self.shared, &mut self.odev)
+            .unwrap();
         let Some(run) = run else {
             assert_eq!(count, 0);
             assert!(self.committed.is_empty());
@@ -614,13 +656,12 @@ impl Harness {
                 run.count > 1
             );
         }
-        let w = merge_commit(&mut self.ours, &mut self.area, n).unwrap();
-        let ok = self.odev.write(
-            w.sector as usize * 512,
-            w.bytes(&self.area).unwrap(),
-            write_ok,
-        );
-        self.ours.commit_merge_done(ok).unwrap();
+        self.odev.write_ok = write_ok;
+        let ok = match self.ours.commit_merge(&self.shared, &mut self.odev, n) {
+            Ok(()) => true,
+            Err(Error::WriteFailed { .. }) => false,
+            Err(e) => panic!("commit_merge: {e}"),
+        };
         assert_eq!(
             self.model
                 .commit_merge(&mut self.mdev, u64::from(n), write_ok),
@@ -700,7 +741,8 @@ proptest! {
                     prop_assert!(e.old_chunk <= l.max_old_chunk());
                 }
                 prop_assert!(!l.is_metadata_chunk(r.next_free));
-                prop_assert!(Pstore::from_scan(l, LogicalBlockSize::SECTOR, &r, &mut area).is_ok());
+                area.resize(l.chunk_bytes() as usize, 0);
+                prop_assert!(Committer::from_scan(l, LogicalBlockSize::SECTOR, &r, area, queue(l)).is_ok());
             }
             Err(e) => prop_assert!(e.errno() > 0),
         }

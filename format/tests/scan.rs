@@ -84,12 +84,12 @@ fn reload_with_next_free_right_before_a_metadata_area() {
     let areas = in_order(l, 31, |k| k);
     assert_eq!(areas[0][30].new_chunk, 32);
     let img = store_image(l, 100, &areas);
-    let (r, _, mut area) = scan(&img, l).unwrap();
+    let (r, _, _) = scan(&img, l).unwrap();
     assert_eq!(r.next_free, 33);
-    let mut s = Pstore::from_scan(l, LogicalBlockSize::SECTOR, &r, &mut area).unwrap();
-    assert_eq!(s.prepare_exception(100).unwrap(), 33);
-    assert_eq!(s.next_free(), 35);
-    assert_eq!(s.prepare_exception(100).unwrap(), 35);
+    let (s, _) = load(&img, l, LogicalBlockSize::SECTOR);
+    assert_eq!(prepare(&s, 100).unwrap(), 33);
+    assert_eq!(s.get().next_free(), 35);
+    assert_eq!(prepare(&s, 100).unwrap(), 35);
 }
 
 #[test]
@@ -129,11 +129,11 @@ fn cow_device_ending_mid_area_scans_and_refuses_chunks_past_the_end() {
     let chunks = 12;
     let mut img = store_image(l, chunks, &[in_order(l, 10, |k| k)[0].clone()]);
     img.extend_from_slice(&[0u8; 256]);
-    let (r, _, mut area) = scan(&img, l).unwrap();
+    let (r, _, _) = scan(&img, l).unwrap();
     assert_eq!((r.current_committed, r.next_free), (10, 12));
-    let mut s = Pstore::from_scan(l, LogicalBlockSize::SECTOR, &r, &mut area).unwrap();
+    let (s, _) = load(&img, l, LogicalBlockSize::SECTOR);
     assert_eq!(
-        s.prepare_exception(sectors(&img)),
+        prepare(&s, sectors(&img)),
         Err(Error::NoSpace {
             chunk: 12,
             cow_sectors: 12
@@ -249,7 +249,7 @@ fn garbage_after_the_end_marker_is_a_warning_and_is_cleared() {
     let base = chunk_range(l, 1).start;
     write_exception(&mut img[base..base + 512], 4, ex(7, 40)).unwrap();
     write_exception(&mut img[base..base + 512], 9, ex(8, 41)).unwrap();
-    let (r, seen, mut area) = scan(&img, l).unwrap();
+    let (r, seen, area) = scan(&img, l).unwrap();
     assert_eq!(seen.len(), 2);
     assert_eq!(r.next_free, 4); // leftovers do not count, as in C
     assert_eq!(
@@ -261,10 +261,12 @@ fn garbage_after_the_end_marker_is_a_warning_and_is_cleared() {
             records: 2
         })
     );
-    let s = Pstore::from_scan(l, LogicalBlockSize::SECTOR, &r, &mut area).unwrap();
-    assert_eq!(read_exception(&area, 4), Some(Exception::default()));
-    assert_eq!(read_exception(&area, 9), Some(Exception::default()));
-    assert_eq!(s.dirty_range(), Some(0..512));
+    let q = Queue::with_capacity(32);
+    let (_, c) = Committer::from_scan(l, LogicalBlockSize::SECTOR, &r, area, q).unwrap();
+    assert_eq!(read_exception(c.area(), 4), Some(Exception::default()));
+    assert_eq!(read_exception(c.area(), 9), Some(Exception::default()));
+    assert_eq!(c.dirty_range(), Some(0..512));
+    assert!(c.cleanup_pending());
     // A nonzero old_chunk in the marker record alone also counts.
     put_area(&mut img, l, 0, &[ex(1, 2), ex(5, 0)]);
     let (r, seen, _) = scan(&img, l).unwrap();
@@ -280,6 +282,36 @@ fn garbage_after_the_end_marker_is_a_warning_and_is_cleared() {
     );
 }
 
+/// A device that keeps a copy of the image after each write.
+struct Recorder {
+    dev: MemDev,
+    images: Vec<Vec<u8>>,
+}
+
+impl MetadataIo for Recorder {
+    type Area = Vec<u8>;
+    fn cow_sectors(&self) -> u64 {
+        self.dev.cow_sectors()
+    }
+    fn read_area(&mut self, io: AreaIo, area: &mut Vec<u8>) -> Result<(), IoError> {
+        self.dev.read_area(io, area)
+    }
+    fn write_area(&mut self, w: &AreaWrite, area: &Vec<u8>) -> Result<(), IoError> {
+        let r = self.dev.write_area(w, area);
+        self.images.push(self.dev.img.clone());
+        r
+    }
+    fn zero_area(&mut self, io: AreaIo) -> Result<(), IoError> {
+        self.dev.zero_area(io)
+    }
+    fn write_header(&mut self, header: DiskHeader) -> Result<(), IoError> {
+        self.dev.write_header(header)
+    }
+    fn report(&mut self, error: &Error) {
+        self.dev.report(error);
+    }
+}
+
 #[test]
 fn cleared_garbage_cannot_be_revived_by_the_next_commit() {
     // C keeps leftovers in memory: after committing into slot 2, the
@@ -288,27 +320,38 @@ fn cleared_garbage_cannot_be_revived_by_the_next_commit() {
     let mut img = store_image(l, 100, &[vec![ex(1, 2), ex(2, 3)]]);
     let base = chunk_range(l, 1).start;
     write_exception(&mut img[base..base + 512], 3, ex(9, 5)).unwrap();
-    let (r, _, mut area) = scan(&img, l).unwrap();
-    let mut s = Pstore::from_scan(l, LogicalBlockSize::SECTOR, &r, &mut area).unwrap();
-    let c = s.prepare_exception(sectors(&img)).unwrap();
-    assert_eq!(c, 4);
-    // No record may reach the disk before the cleared garbage does.
-    assert_eq!(
-        s.commit_exception(&mut area, ex(3, c), true),
-        Err(Error::CleanupPending)
-    );
-    let w = s.cleanup_write().unwrap().expect("a cleanup write");
-    let dst = chunk_range(l, w.chunk).start + w.range().unwrap().start;
-    img[dst..dst + w.len as usize].copy_from_slice(w.bytes(&area).unwrap());
-    s.cleanup_done(true);
-    assert_eq!(read_exception(&img[base..base + 512], 3), Some(ex(0, 0)));
-    let CommitStep::WriteArea(w) = s.commit_exception(&mut area, ex(3, c), true).unwrap() else {
-        panic!("expected a write");
+    // Loading writes nothing: the cleared garbage waits for the first
+    // commit.
+    let (s, mut c) = load(&img, l, LogicalBlockSize::SECTOR);
+    assert!(c.cleanup_pending());
+    assert_eq!(c.dirty_range(), Some(0..512));
+    let mut d = Recorder {
+        dev: MemDev::new(img),
+        images: vec![],
     };
-    let dst = chunk_range(l, w.chunk).start + w.range().unwrap().start;
-    img[dst..dst + w.len as usize].copy_from_slice(w.bytes(&area).unwrap());
-    io_done(&mut s, &mut area, true).unwrap();
-    let (r, seen, _) = scan(&img, l).unwrap();
+    let ch = prepare(&s, sectors(&d.dev.img)).unwrap();
+    assert_eq!(ch, 4);
+    assert_eq!(
+        c.commit_exception(&s, &mut d, ex(3, ch), true, 0),
+        Commit::Due
+    );
+    assert!(!c.cleanup_pending());
+    // No record may reach the disk before the cleared garbage does: the
+    // first write clears slot 3 and does not hold the new record yet.
+    let w = writes(&d.dev.ops);
+    assert_eq!(w.len(), 2);
+    assert!(matches!(d.dev.ops[0], Op::Write(_)));
+    assert!(w[0].range().unwrap().contains(&(3 * 16)));
+    assert!(w[0].range().unwrap().contains(&(2 * 16)));
+    let first = &d.images[0][base..base + 512];
+    assert_eq!(read_exception(first, 3), Some(Exception::default()));
+    assert_eq!(read_exception(first, 2), Some(Exception::default()));
+    let second = &d.images[1][base..base + 512];
+    assert_eq!(read_exception(second, 2), Some(ex(3, 4)));
+    assert_eq!(take_batch(&mut c), [0]);
+    assert!(s.get().is_valid());
+    assert!(d.dev.reports.is_empty());
+    let (r, seen, _) = scan(&d.dev.img, l).unwrap();
     assert_eq!(seen, vec![ex(1, 2), ex(2, 3), ex(3, 4)]);
     assert_eq!(r.warning, None);
 }
@@ -416,30 +459,15 @@ fn a_wider_prefetch_window_reads_further_ahead_within_its_bound() {
 }
 
 #[test]
-fn cleared_garbage_is_written_at_activation_once() {
-    // Garbage after the end marker of the last area is cleared in memory
-    // and the store asks for the write that makes that durable before any
-    // chunk can be reused; after it, nothing is left to write.
+fn cleared_garbage_is_written_by_the_first_commit_once() {
+    // Garbage after the end marker of the last area is cleared in memory;
+    // activation writes nothing (the COW device may be read-only), the
+    // first commit writes it before its record, and after that nothing is
+    // left to write.
     let l = layout(1);
     let mut area = vec![0u8; 512];
-    write_exception(
-        &mut area,
-        0,
-        Exception {
-            old_chunk: 7,
-            new_chunk: 2,
-        },
-    )
-    .unwrap();
-    write_exception(
-        &mut area,
-        5,
-        Exception {
-            old_chunk: 9,
-            new_chunk: 20,
-        },
-    )
-    .unwrap();
+    write_exception(&mut area, 0, ex(7, 2)).unwrap();
+    write_exception(&mut area, 5, ex(9, 20)).unwrap();
     let scan = ScanResult {
         current_area: 0,
         current_committed: 1,
@@ -448,28 +476,46 @@ fn cleared_garbage_is_written_at_activation_once() {
         warning: None,
     };
     let wb = LogicalBlockSize::new(512).unwrap();
-    let mut s = Pstore::from_scan(l, wb, &scan, &mut area).unwrap();
-    let w = s.cleanup_write().unwrap().expect("a cleanup write");
-    assert_eq!((w.chunk, w.offset, w.len), (1, 0, 512));
+    let q = || Queue::with_capacity(32);
+    let (s, mut c) = Committer::from_scan(l, wb, &scan, area.clone(), q()).unwrap();
+    let s = Locked(std::cell::RefCell::new(s));
+    assert!(c.cleanup_pending());
+    assert_eq!(read_exception(c.area(), 5), Some(Exception::default()));
+    let mut img = store_image(l, 100, &[]);
+    img[chunk_range(l, 1)].copy_from_slice(&area);
+    let mut d = MemDev::new(img);
+    let ch = prepare(&s, sectors(&d.img)).unwrap();
     assert_eq!(
-        read_exception(w.bytes(&area).unwrap(), 5),
+        c.commit_exception(&s, &mut d, ex(8, ch), true, 0),
+        Commit::Due
+    );
+    let whole = AreaWrite {
+        area: 0,
+        chunk: 1,
+        offset: 0,
+        len: 512,
+        sector: 1,
+        sectors: 1,
+    };
+    assert_eq!(d.ops, [Op::Write(whole), Op::Write(whole)]);
+    assert!(!c.cleanup_pending());
+    assert_eq!(
+        read_exception(&d.img[chunk_range(l, 1)], 5),
         Some(Exception::default())
     );
-    s.cleanup_done(true);
-    assert_eq!(s.cleanup_write(), Ok(None));
+    // The next commit writes its record alone.
+    let ch = prepare(&s, sectors(&d.img)).unwrap();
+    assert_eq!(
+        c.commit_exception(&s, &mut d, ex(9, ch), true, 1),
+        Commit::Due
+    );
+    assert_eq!(d.ops.len(), 3);
     // A clean area asks for nothing.
     let mut clean = vec![0u8; 512];
-    write_exception(
-        &mut clean,
-        0,
-        Exception {
-            old_chunk: 7,
-            new_chunk: 2,
-        },
-    )
-    .unwrap();
-    let s = Pstore::from_scan(l, wb, &scan, &mut clean).unwrap();
-    assert_eq!(s.cleanup_write(), Ok(None));
+    write_exception(&mut clean, 0, ex(7, 2)).unwrap();
+    let (_, c) = Committer::from_scan(l, wb, &scan, clean, q()).unwrap();
+    assert!(!c.cleanup_pending());
+    assert_eq!(c.dirty_range(), None);
 }
 
 #[test]
@@ -586,22 +632,37 @@ fn failed_cleanup_invalidates_and_no_record_is_written() {
     let mut img = store_image(l, 100, &[vec![ex(1, 2)]]);
     let base = chunk_range(l, 1).start;
     write_exception(&mut img[base..base + 512], 4, ex(9, 5)).unwrap();
-    let (r, _, mut area) = scan(&img, l).unwrap();
-    let mut s = Pstore::from_scan(l, LogicalBlockSize::SECTOR, &r, &mut area).unwrap();
-    let c = s.prepare_exception(sectors(&img)).unwrap();
-    assert!(s.cleanup_write().unwrap().is_some());
-    s.cleanup_done(false);
-    assert!(!s.is_valid());
-    assert_eq!(s.cleanup_write(), Ok(None));
-    // The commit goes through as a failed one: no write, callbacks due.
+    let (s, mut c) = load(&img, l, LogicalBlockSize::SECTOR);
+    let mut d = MemDev::new(img.clone());
+    d.fail_write = true;
+    let ch = prepare(&s, sectors(&img)).unwrap();
+    // The commit goes through as a failed one: only the cleanup write was
+    // tried, and the completion is due.
     assert_eq!(
-        s.commit_exception(&mut area, ex(3, c), true),
-        Ok(CommitStep::Complete {
-            callbacks: 1,
-            valid: false,
-            clear_area: false
-        })
+        c.commit_exception(&s, &mut d, ex(3, ch), true, 0),
+        Commit::Due
     );
+    assert_eq!(d.ops.len(), 1);
+    assert!(matches!(d.ops[0], Op::Write(_)));
+    assert_eq!(
+        d.reports,
+        [Error::CleanupFailed {
+            area: 0,
+            errno: errno::EIO
+        }]
+    );
+    assert!(!s.get().is_valid());
+    assert!(!c.cleanup_pending());
+    assert_eq!(take_batch(&mut c), [0]);
+    assert_eq!(d.img, img);
+    // Nothing more is written.
+    d.fail_write = false;
+    let ch = prepare(&s, sectors(&img)).unwrap();
+    assert_eq!(
+        c.commit_exception(&s, &mut d, ex(4, ch), true, 1),
+        Commit::Due
+    );
+    assert_eq!(d.ops.len(), 1);
 }
 
 #[test]
@@ -610,16 +671,81 @@ fn a_merge_write_carries_the_cleanup() {
     let mut img = store_image(l, 100, &[vec![ex(1, 2), ex(2, 3)]]);
     let base = chunk_range(l, 1).start;
     write_exception(&mut img[base..base + 512], 6, ex(9, 5)).unwrap();
-    let (r, _, mut area) = scan(&img, l).unwrap();
-    let mut s = Pstore::from_scan(l, LogicalBlockSize::SECTOR, &r, &mut area).unwrap();
-    let Prep::Run(run) = merge_prepare(&mut s, &area).unwrap() else {
-        panic!("expected a run in memory");
-    };
+    let (s, mut c) = load(&img, l, LogicalBlockSize::SECTOR);
+    let mut d = MemDev::new(img);
+    let run = c
+        .prepare_merge(&s, &mut d)
+        .unwrap()
+        .expect("a run in memory");
     assert_eq!(run.count, 2);
-    let w = merge_commit(&mut s, &mut area, 1).unwrap();
-    assert!(w.range().unwrap().contains(&(6 * 16)));
-    s.commit_merge_done(true).unwrap();
-    assert_eq!(s.cleanup_write(), Ok(None));
+    assert!(d.ops.is_empty());
+    c.commit_merge(&s, &mut d, 1).unwrap();
+    let w = writes(&d.ops);
+    assert_eq!(w.len(), 1);
+    assert!(w[0].range().unwrap().contains(&(6 * 16)));
+    assert!(!c.cleanup_pending());
+    assert_eq!(
+        read_exception(&d.img[base..base + 512], 6),
+        Some(Exception::default())
+    );
+    // The next commit writes only its record.
+    let ch = prepare(&s, sectors(&d.img)).unwrap();
+    assert_eq!(
+        c.commit_exception(&s, &mut d, ex(5, ch), true, 0),
+        Commit::Due
+    );
+    assert_eq!(writes(&d.ops).len(), 2);
+}
+
+#[test]
+fn garbage_in_an_area_merged_away_is_zeroed_before_it_is_reused() {
+    // The scan stops in empty area 1 with garbage after its end marker;
+    // merging steps back to area 0, and area 1 is zeroed on disk when
+    // area 0 fills again, not by a write of a stale buffer.
+    let l = layout(1);
+    let areas = in_order(l, 32, |k| 100 + k);
+    let mut img = store_image(l, 100, &areas);
+    let base = chunk_range(l, 34).start;
+    write_exception(&mut img[base..base + 512], 3, ex(9, 40)).unwrap();
+    let (s, mut c) = load(&img, l, LogicalBlockSize::SECTOR);
+    assert!(c.cleanup_pending());
+    assert_eq!((c.current_area(), c.current_committed()), (1, 0));
+    let mut d = MemDev::new(img);
+    let run = c.prepare_merge(&s, &mut d).unwrap().unwrap();
+    assert_eq!(run.count, 32);
+    assert!(!c.cleanup_pending());
+    c.commit_merge(&s, &mut d, 1).unwrap();
+    assert_eq!(s.get().next_free(), 33);
+    assert_eq!(
+        read_exception(&d.img[base..base + 512], 3),
+        Some(ex(9, 40)),
+        "area 1 is not written while area 0 is current"
+    );
+    let ch = prepare(&s, sectors(&d.img)).unwrap();
+    assert_eq!(ch, 33);
+    assert_eq!(
+        c.commit_exception(&s, &mut d, ex(7, ch), true, 0),
+        Commit::Due
+    );
+    assert_eq!(
+        d.ops[2..],
+        [
+            Op::Zero(l.area_io(1).unwrap()),
+            Op::Write(AreaWrite {
+                area: 0,
+                chunk: 1,
+                offset: 0,
+                len: 512,
+                sector: 1,
+                sectors: 1
+            })
+        ]
+    );
+    assert!(d.img[base..base + 512].iter().all(|b| *b == 0));
+    assert_eq!((c.current_area(), c.current_committed()), (1, 0));
+    let (r, seen, _) = scan(&d.img, l).unwrap();
+    assert_eq!(seen.len(), 32);
+    assert_eq!(r.warning, None);
 }
 
 #[test]

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! Unit tests of the store state: prepare, commit, dirty ranges,
-//! invalidation, usage and merge.
+//! Unit tests of the store: prepare, commit, dirty ranges, invalidation,
+//! usage and merge, through [`Committer`] over an in-memory device.
 
 #![allow(clippy::unwrap_used, clippy::indexing_slicing, clippy::panic)]
 
@@ -8,6 +8,7 @@ mod common;
 
 use common::*;
 use snap_format::*;
+use std::cell::RefCell;
 
 fn ex(old_chunk: u64, new_chunk: u64) -> Exception {
     Exception {
@@ -20,29 +21,52 @@ fn lbs(b: u32) -> LogicalBlockSize {
     LogicalBlockSize::new(b).unwrap()
 }
 
-fn fresh(sectors: u32, block: u32) -> (Layout, Pstore, Vec<u8>) {
+/// A new store of `sectors`-sector chunks writing `block`-byte blocks.
+fn fresh(sectors: u32, block: u32) -> (Layout, Locked, TestCommitter) {
     let l = layout(sectors);
-    let mut area = vec![0xEEu8; l.chunk_bytes() as usize];
-    let s = Pstore::new_snapshot(l, lbs(block), &mut area).unwrap();
-    assert!(area.iter().all(|b| *b == 0));
-    (l, s, area)
+    let q = Queue::with_capacity(batch_capacity(l) as usize);
+    let (s, c) =
+        Committer::new_snapshot(l, lbs(block), vec![0xEEu8; l.chunk_bytes() as usize], q).unwrap();
+    assert!(c.area().iter().all(|b| *b == 0));
+    (l, Locked(RefCell::new(s)), c)
+}
+
+/// The whole-chunk write of area `area` at chunk `chunk` of a store of
+/// 1-sector chunks.
+fn whole(area: u64, chunk: u64) -> AreaWrite {
+    AreaWrite {
+        area,
+        chunk,
+        offset: 0,
+        len: 512,
+        sector: chunk,
+        sectors: 1,
+    }
+}
+
+/// Record `i` of chunk `chunk` on the device.
+fn on_disk(d: &MemDev, l: Layout, chunk: u64, i: u32) -> Option<Exception> {
+    read_exception(&d.img[chunk_range(l, chunk)], i)
 }
 
 const BIG: u64 = 1 << 30;
 
 #[test]
 fn new_store_starts_like_persistent_ctr() {
-    let (l, s, _) = fresh(32, 512);
-    assert!(s.is_valid());
+    let (l, s, c) = fresh(32, 512);
+    let sh = s.get();
+    assert!(sh.is_valid());
     assert_eq!(
-        (s.next_free(), s.current_area(), s.current_committed()),
+        (sh.next_free(), sh.current_area(), sh.pending_count()),
         (2, 0, 0)
     );
-    assert_eq!((s.pending_count(), s.callback_count()), (0, 0));
-    assert_eq!(s.dirty_range(), None);
-    assert_eq!(s.header(), DiskHeader::new(true, l.chunk_size()));
+    assert_eq!((c.current_area(), c.current_committed()), (0, 0));
+    assert!(c.batch().is_empty());
+    assert_eq!(c.dirty_range(), None);
+    assert!(!c.cleanup_pending());
+    assert_eq!(sh.header(), DiskHeader::new(true, l.chunk_size()));
     assert_eq!(
-        s.usage(BIG).unwrap(),
+        sh.usage(BIG).unwrap(),
         Usage {
             total_sectors: BIG,
             sectors_allocated: 64,
@@ -54,16 +78,19 @@ fn new_store_starts_like_persistent_ctr() {
 #[test]
 fn construction_refuses_bad_buffers_and_write_blocks() {
     let l = layout(1);
-    let mut small = vec![0u8; 256];
+    let q = || Queue::with_capacity(32);
     assert!(matches!(
-        Pstore::new_snapshot(l, LogicalBlockSize::SECTOR, &mut small),
+        Committer::new_snapshot(l, LogicalBlockSize::SECTOR, vec![0u8; 256], q()),
         Err(Error::BufferSize { .. })
     ));
-    let mut area = vec![0u8; 512];
-    assert_eq!(
-        Pstore::new_snapshot(l, lbs(1024), &mut area),
+    assert!(matches!(
+        Committer::new_invalid(l, LogicalBlockSize::SECTOR, vec![0u8; 256], q()),
+        Err(Error::BufferSize { .. })
+    ));
+    assert!(matches!(
+        Committer::new_snapshot(l, lbs(1024), vec![0u8; 512], q()),
         Err(Error::InvalidBlockSize { bytes: 1024 })
-    );
+    ));
     let r = ScanResult {
         current_area: 0,
         current_committed: 32,
@@ -72,33 +99,41 @@ fn construction_refuses_bad_buffers_and_write_blocks() {
         warning: None,
     };
     assert!(matches!(
-        Pstore::from_scan(l, LogicalBlockSize::SECTOR, &r, &mut area),
+        Committer::from_scan(l, LogicalBlockSize::SECTOR, &r, vec![0u8; 512], q()),
         Err(Error::IndexOutOfArea { index: 32, .. })
+    ));
+    let r = ScanResult {
+        current_committed: 0,
+        ..r
+    };
+    assert!(matches!(
+        Committer::from_scan(l, lbs(1024), &r, vec![0u8; 512], q()),
+        Err(Error::InvalidBlockSize { bytes: 1024 })
     ));
 }
 
 #[test]
 fn prepare_allocates_data_chunks_skipping_metadata() {
-    let (l, mut s, _) = fresh(1, 512);
-    let got: Vec<u64> = (0..70).map(|_| s.prepare_exception(BIG).unwrap()).collect();
+    let (l, s, _) = fresh(1, 512);
+    let got: Vec<u64> = (0..70).map(|_| prepare(&s, BIG).unwrap()).collect();
     assert_eq!(got[0], 2);
     assert_eq!(got[31], 33);
     assert_eq!(got[32], 35); // 34 is area 1
     assert_eq!(got[63], 66);
     assert_eq!(got[64], 68); // 67 is area 2
     assert!(got.iter().all(|c| l.is_data_chunk(*c)));
-    assert_eq!(s.pending_count(), 70);
+    assert_eq!(s.get().pending_count(), 70);
 }
 
 #[test]
 fn prepare_fails_with_enospc_at_the_device_end() {
-    let (_, mut s, _) = fresh(2, 512);
+    let (_, s, _) = fresh(2, 512);
     // 5 chunks of 2 sectors plus one sector: chunks 2, 3, 4 are usable.
     let cow = 5 * 2 + 1;
-    assert_eq!(s.prepare_exception(cow), Ok(2));
-    assert_eq!(s.prepare_exception(cow), Ok(3));
-    assert_eq!(s.prepare_exception(cow), Ok(4));
-    let e = s.prepare_exception(cow).unwrap_err();
+    assert_eq!(prepare(&s, cow), Ok(2));
+    assert_eq!(prepare(&s, cow), Ok(3));
+    assert_eq!(prepare(&s, cow), Ok(4));
+    let e = prepare(&s, cow).unwrap_err();
     assert_eq!(
         e,
         Error::NoSpace {
@@ -107,230 +142,251 @@ fn prepare_fails_with_enospc_at_the_device_end() {
         }
     );
     assert_eq!(e.errno(), errno::ENOSPC);
-    assert_eq!((s.next_free(), s.pending_count()), (5, 3));
+    assert_eq!((s.get().next_free(), s.get().pending_count()), (5, 3));
     // The COW device grew: allocation resumes.
-    assert_eq!(s.prepare_exception(12), Ok(5));
+    assert_eq!(prepare(&s, 12), Ok(5));
 }
 
 #[test]
 fn commit_waits_while_others_are_pending_then_writes() {
-    let (l, mut s, mut area) = fresh(1, 512);
-    let a = s.prepare_exception(BIG).unwrap();
-    let b = s.prepare_exception(BIG).unwrap();
+    let (l, s, mut c) = fresh(1, 512);
+    let mut d = new_dev(l, 100);
+    let a = prepare(&s, BIG).unwrap();
+    let b = prepare(&s, BIG).unwrap();
     assert_eq!(
-        s.commit_exception(&mut area, ex(100, a), true),
-        Ok(CommitStep::Queued)
+        c.commit_exception(&s, &mut d, ex(100, a), true, 0),
+        Commit::Queued
     );
-    assert_eq!((s.current_committed(), s.callback_count()), (1, 1));
-    let step = s.commit_exception(&mut area, ex(101, b), true).unwrap();
+    assert!(d.ops.is_empty(), "nothing is written while one is pending");
+    assert_eq!(c.current_committed(), 1);
+    assert_eq!(c.batch().done, [0]);
+    assert_eq!(c.dirty_range(), Some(0..512));
     assert_eq!(
-        step,
-        CommitStep::WriteArea(AreaWrite {
-            area: 0,
-            chunk: 1,
-            offset: 0,
-            len: 512,
-            sector: 1,
-            sectors: 1
-        })
+        c.commit_exception(&s, &mut d, ex(101, b), true, 1),
+        Commit::Due
     );
-    assert_eq!(
-        s.commit_exception(&mut area, ex(1, 2), true),
-        Err(Error::FlushInProgress)
-    );
-    assert_eq!(
-        io_done(&mut s, &mut area, true),
-        Ok(CommitStep::Complete {
-            callbacks: 2,
-            valid: true,
-            clear_area: false,
-        })
-    );
-    assert_eq!(s.callback_count(), 0);
-    assert_eq!(s.dirty_range(), None);
-    assert_eq!(read_exception(&area, 0), Some(ex(100, 2)));
-    assert_eq!(read_exception(&area, 1), Some(ex(101, 3)));
-    assert_eq!(
-        io_done(&mut s, &mut area, true),
-        Err(Error::NoFlushInProgress)
-    );
-    let _ = l;
+    assert_eq!(d.ops, [Op::Write(whole(0, 1))]);
+    assert_eq!(take_batch(&mut c), [0, 1]);
+    assert!(c.batch().is_empty());
+    assert_eq!(c.dirty_range(), None);
+    assert_eq!((s.get().is_valid(), s.get().pending_count()), (true, 0));
+    assert_eq!(on_disk(&d, l, 1, 0), Some(ex(100, 2)));
+    assert_eq!(on_disk(&d, l, 1, 1), Some(ex(101, 3)));
+    assert_eq!(on_disk(&d, l, 1, 2), Some(Exception::default()));
+    assert!(d.reports.is_empty());
 }
 
 #[test]
 fn filling_an_area_zeroes_the_next_one_writes_and_advances() {
-    let (l, mut s, mut area) = fresh(1, 512);
-    let chunks: Vec<u64> = (0..32).map(|_| s.prepare_exception(BIG).unwrap()).collect();
-    for c in &chunks[..31] {
+    let (l, s, mut c) = fresh(1, 512);
+    let mut d = new_dev(l, 100);
+    d.img[chunk_range(l, 34)].fill(0xAA);
+    let chunks: Vec<u64> = (0..32).map(|_| prepare(&s, BIG).unwrap()).collect();
+    for (i, ch) in (0..).zip(&chunks[..31]) {
         // Still pending ones and room left: queued.
         assert_eq!(
-            s.commit_exception(&mut area, ex(*c, *c), true),
-            Ok(CommitStep::Queued)
+            c.commit_exception(&s, &mut d, ex(*ch, *ch), true, i),
+            Commit::Queued
         );
     }
     // One more prepared exception is pending, but the area fills: flush.
-    let extra = s.prepare_exception(BIG).unwrap();
+    let extra = prepare(&s, BIG).unwrap();
     assert_eq!(extra, 35);
-    let step = s
-        .commit_exception(&mut area, ex(0, chunks[31]), true)
-        .unwrap();
-    assert_eq!(step, CommitStep::ZeroNextArea(l.area_io(1).unwrap()));
-    let CommitStep::WriteArea(w) = io_done(&mut s, &mut area, true).unwrap() else {
-        panic!("expected the area write");
-    };
-    assert_eq!((w.chunk, w.offset, w.len), (1, 0, 512));
-    assert_eq!(read_exception(w.bytes(&area).unwrap(), 31), Some(ex(0, 33)));
     assert_eq!(
-        io_done(&mut s, &mut area, true),
-        Ok(CommitStep::Complete {
-            callbacks: 32,
-            valid: true,
-            clear_area: true,
-        })
+        c.commit_exception(&s, &mut d, ex(0, chunks[31]), true, 31),
+        Commit::Due
     );
-    assert_eq!((s.current_area(), s.current_committed()), (1, 0));
-    assert!(area.iter().all(|b| *b == 0));
-    assert_eq!(s.dirty_range(), None);
-    assert_eq!(s.pending_count(), 1);
-    assert_eq!(s.usage(BIG).unwrap().metadata_sectors, 3);
+    // C: zero_disk_area() of the next area first, then the area write.
+    assert_eq!(
+        d.ops,
+        [Op::Zero(l.area_io(1).unwrap()), Op::Write(whole(0, 1))]
+    );
+    assert!(d.img[chunk_range(l, 34)].iter().all(|b| *b == 0));
+    assert_eq!(on_disk(&d, l, 1, 31), Some(ex(0, 33)));
+    assert_eq!(take_batch(&mut c), (0..32).collect::<Vec<u32>>());
+    assert_eq!((c.current_area(), c.current_committed()), (1, 0));
+    assert!(c.area().iter().all(|b| *b == 0));
+    assert_eq!(c.dirty_range(), None);
+    let sh = s.get();
+    assert!(sh.is_valid());
+    assert_eq!((sh.current_area(), sh.pending_count()), (1, 1));
+    assert_eq!(sh.usage(BIG).unwrap().metadata_sectors, 3);
     // The pending one lands in area 1.
-    let CommitStep::WriteArea(w) = s.commit_exception(&mut area, ex(5, extra), true).unwrap()
-    else {
-        panic!("expected the area write");
-    };
-    assert_eq!((w.area, w.chunk, w.sector), (1, 34, 34));
+    assert_eq!(
+        c.commit_exception(&s, &mut d, ex(5, extra), true, 32),
+        Commit::Due
+    );
+    assert_eq!(d.ops[2..], [Op::Write(whole(1, 34))]);
+    assert_eq!(on_disk(&d, l, 34, 0), Some(ex(5, 35)));
+    assert_eq!(take_batch(&mut c), [32]);
 }
 
 #[test]
 fn failed_zeroing_invalidates_and_skips_the_area_write() {
-    let (l, mut s, mut area) = fresh(1, 512);
-    let chunks: Vec<u64> = (0..32).map(|_| s.prepare_exception(BIG).unwrap()).collect();
-    let mut last = CommitStep::Queued;
-    for c in chunks {
-        last = s.commit_exception(&mut area, ex(1, c), true).unwrap();
+    let (l, s, mut c) = fresh(1, 512);
+    let mut d = new_dev(l, 100);
+    d.fail_zero = true;
+    let chunks: Vec<u64> = (0..32).map(|_| prepare(&s, BIG).unwrap()).collect();
+    let mut last = Commit::Queued;
+    for (i, ch) in (0..).zip(chunks) {
+        last = c.commit_exception(&s, &mut d, ex(1, ch), true, i);
     }
-    assert_eq!(last, CommitStep::ZeroNextArea(l.area_io(1).unwrap()));
-    // Report a failure of the zeroing.
-    assert_eq!(
-        io_done(&mut s, &mut area, false),
-        Ok(CommitStep::Complete {
-            callbacks: 32,
-            valid: false,
-            clear_area: true,
-        })
-    );
-    assert!(!s.is_valid());
-    assert_eq!((s.current_area(), s.current_committed()), (1, 0));
+    assert_eq!(last, Commit::Due);
+    assert_eq!(d.ops, [Op::Zero(l.area_io(1).unwrap())]);
+    assert!(d.img[chunk_range(l, 1)].iter().all(|b| *b == 0));
+    assert!(!s.get().is_valid());
+    assert_eq!(take_batch(&mut c), (0..32).collect::<Vec<u32>>());
+    assert_eq!((c.current_area(), c.current_committed()), (1, 0));
+    assert_eq!(s.get().current_area(), 1);
     // The next area's disk content is unknown: all of it is dirty.
-    assert_eq!(s.dirty_range(), Some(0..512));
+    assert_eq!(c.dirty_range(), Some(0..512));
 }
 
 #[test]
 fn failed_area_write_invalidates_and_keeps_the_range_dirty() {
-    let (_, mut s, mut area) = fresh(8, 512);
-    let c = s.prepare_exception(BIG).unwrap();
-    let CommitStep::WriteArea(w) = s.commit_exception(&mut area, ex(1, c), true).unwrap() else {
-        panic!("expected the area write");
-    };
-    assert_eq!((w.offset, w.len), (0, 512));
+    let (l, s, mut c) = fresh(8, 512);
+    let mut d = new_dev(l, 10);
+    d.fail_write = true;
+    let ch = prepare(&s, BIG).unwrap();
     assert_eq!(
-        io_done(&mut s, &mut area, false),
-        Ok(CommitStep::Complete {
-            callbacks: 1,
-            valid: false,
-            clear_area: false,
-        })
+        c.commit_exception(&s, &mut d, ex(1, ch), true, 0),
+        Commit::Due
     );
-    assert_eq!(s.dirty_range(), Some(0..512));
+    assert_eq!(
+        d.ops,
+        [Op::Write(AreaWrite {
+            area: 0,
+            chunk: 1,
+            offset: 0,
+            len: 512,
+            sector: 8,
+            sectors: 1
+        })]
+    );
+    assert!(!s.get().is_valid());
+    assert_eq!(take_batch(&mut c), [0]);
+    assert_eq!(c.dirty_range(), Some(0..512));
     // An invalid store never writes its area again.
-    let c = s.prepare_exception(BIG).unwrap();
+    d.fail_write = false;
+    let ch = prepare(&s, BIG).unwrap();
     assert_eq!(
-        s.commit_exception(&mut area, ex(2, c), true),
-        Ok(CommitStep::Complete {
-            callbacks: 1,
-            valid: false,
-            clear_area: false,
-        })
+        c.commit_exception(&s, &mut d, ex(2, ch), true, 1),
+        Commit::Due
     );
+    assert_eq!(d.ops.len(), 1);
+    assert_eq!(take_batch(&mut c), [1]);
+    assert_eq!(c.dirty_range(), Some(0..512));
+    assert!(d.img[chunk_range(l, 1)].iter().all(|b| *b == 0));
 }
 
 #[test]
 fn copy_error_invalidates_and_skips_the_write() {
-    let (_, mut s, mut area) = fresh(1, 512);
-    let a = s.prepare_exception(BIG).unwrap();
-    let b = s.prepare_exception(BIG).unwrap();
+    let (l, s, mut c) = fresh(1, 512);
+    let mut d = new_dev(l, 100);
+    let a = prepare(&s, BIG).unwrap();
+    let b = prepare(&s, BIG).unwrap();
     assert_eq!(
-        s.commit_exception(&mut area, ex(1, a), false),
-        Ok(CommitStep::Queued)
+        c.commit_exception(&s, &mut d, ex(1, a), false, 0),
+        Commit::Queued
     );
-    assert!(!s.is_valid());
+    assert!(!s.get().is_valid());
     assert_eq!(
-        s.commit_exception(&mut area, ex(2, b), true),
-        Ok(CommitStep::Complete {
-            callbacks: 2,
-            valid: false,
-            clear_area: false,
-        })
+        c.commit_exception(&s, &mut d, ex(2, b), true, 1),
+        Commit::Due
     );
+    assert!(d.ops.is_empty());
+    assert_eq!(take_batch(&mut c), [0, 1]);
+    assert_eq!(s.get().pending_count(), 0);
 }
 
 #[test]
 fn dirty_range_is_rounded_to_the_write_block() {
-    let (_, mut s, mut area) = fresh(32, 4096); // 16 KiB chunk, 1024 per area
-                                                // Fill slots 0..300 (offset up to 4800), flushing each time.
+    let (l, s, mut c) = fresh(32, 4096); // 16 KiB chunk, 1024 per area
+    let mut d = new_dev(l, 4);
+    // Fill slots 0..300 (offset up to 4800), flushing each time.
     for i in 0..300u32 {
-        let c = s.prepare_exception(BIG).unwrap();
-        let CommitStep::WriteArea(w) = s.commit_exception(&mut area, ex(1, c), true).unwrap()
-        else {
-            panic!("expected the area write");
-        };
+        let ch = prepare(&s, BIG).unwrap();
+        assert_eq!(
+            c.commit_exception(&s, &mut d, ex(1, ch), true, i),
+            Commit::Due
+        );
+        let w = *writes(&d.ops).last().unwrap();
         let off = i * 16 / 4096 * 4096;
         assert_eq!((w.offset, w.len), (off, 4096), "slot {i}");
         assert_eq!(w.sector, 32 + u64::from(off / 512));
         assert_eq!(w.sectors, 8);
-        io_done(&mut s, &mut area, true).unwrap();
+        assert_eq!(c.dirty_range(), None);
+        take_batch(&mut c);
     }
     // Two commits in one flush across a block boundary: both blocks.
-    for _ in 0..((4096 * 2 - 4800) / 16 - 1) {
-        let c = s.prepare_exception(BIG).unwrap();
-        s.commit_exception(&mut area, ex(1, c), true).unwrap();
-        io_done(&mut s, &mut area, true).unwrap();
+    for i in 300..(4096 * 2 / 16 - 1) {
+        let ch = prepare(&s, BIG).unwrap();
+        assert_eq!(
+            c.commit_exception(&s, &mut d, ex(1, ch), true, i),
+            Commit::Due
+        );
+        take_batch(&mut c);
     }
-    let a = s.prepare_exception(BIG).unwrap();
-    let b = s.prepare_exception(BIG).unwrap();
-    s.commit_exception(&mut area, ex(1, a), true).unwrap();
-    let CommitStep::WriteArea(w) = s.commit_exception(&mut area, ex(1, b), true).unwrap() else {
-        panic!("expected the area write");
-    };
-    assert_eq!((w.offset, w.len), (4096, 8192));
-    assert_eq!(s.dirty_range(), Some(4096..12288));
+    assert_eq!(c.current_committed(), 511);
+    let a = prepare(&s, BIG).unwrap();
+    let b = prepare(&s, BIG).unwrap();
+    let n = d.ops.len();
+    assert_eq!(
+        c.commit_exception(&s, &mut d, ex(2, a), true, 0),
+        Commit::Queued
+    );
+    assert_eq!(c.dirty_range(), Some(4096..8192));
+    assert_eq!(
+        c.commit_exception(&s, &mut d, ex(3, b), true, 1),
+        Commit::Due
+    );
+    assert_eq!(d.ops.len(), n + 1);
+    let w = *writes(&d.ops).last().unwrap();
+    assert_eq!((w.offset, w.len, w.sector, w.sectors), (4096, 8192, 40, 16));
+    assert_eq!(c.dirty_range(), None);
+    assert_eq!(on_disk(&d, l, 1, 511), Some(ex(2, a)));
+    assert_eq!(on_disk(&d, l, 1, 512), Some(ex(3, b)));
+    assert_eq!(d.img[chunk_range(l, 1)], *c.area());
 }
 
 #[test]
 fn whole_chunk_write_block_reproduces_c_writes() {
-    let (_, mut s, mut area) = fresh(8, 4096);
-    let c = s.prepare_exception(BIG).unwrap();
-    let CommitStep::WriteArea(w) = s.commit_exception(&mut area, ex(1, c), true).unwrap() else {
-        panic!("expected the area write");
+    let (l, s, mut c) = fresh(8, 4096);
+    let mut d = new_dev(l, 10);
+    for i in 0..2 {
+        let ch = prepare(&s, BIG).unwrap();
+        assert_eq!(
+            c.commit_exception(&s, &mut d, ex(1, ch), true, i),
+            Commit::Due
+        );
+    }
+    let full = AreaWrite {
+        area: 0,
+        chunk: 1,
+        offset: 0,
+        len: 4096,
+        sector: 8,
+        sectors: 8,
     };
-    assert_eq!((w.offset, w.len, w.sectors), (0, 4096, 8));
+    assert_eq!(d.ops, [Op::Write(full), Op::Write(full)]);
 }
 
 #[test]
-fn commit_refuses_protocol_errors_without_changing_state() {
-    let (_, mut s, mut area) = fresh(1, 512);
+fn commit_without_prepare_invalidates_and_is_reported() {
+    let (l, s, mut c) = fresh(1, 512);
+    let mut d = new_dev(l, 100);
+    // The pending count would drop below zero: the store is invalid, the
+    // completion due at once, and nothing written.
     assert_eq!(
-        s.commit_exception(&mut area, ex(1, 2), true),
-        Err(Error::CommitWithoutPrepare)
+        c.commit_exception(&s, &mut d, ex(1, 2), true, 0),
+        Commit::Due
     );
-    let c = s.prepare_exception(BIG).unwrap();
-    let before = s.clone();
-    assert!(matches!(
-        s.commit_exception(&mut [0u8; 16], ex(1, c), true),
-        Err(Error::BufferSize { .. })
-    ));
-    assert_eq!(s, before);
-    assert!(area.iter().all(|b| *b == 0));
+    assert_eq!(d.reports, [Error::CommitWithoutPrepare]);
+    assert!(d.ops.is_empty());
+    let sh = s.get();
+    assert!(!sh.is_valid());
+    assert_eq!(sh.pending_count(), 0);
+    assert_eq!(take_batch(&mut c), [0]);
 }
 
 #[test]
@@ -340,94 +396,101 @@ fn refused_exceptions_are_consumed_and_fail_without_being_recorded() {
         (ex(1, 34), "metadata chunk"),
         (ex(u64::MAX, 2), "old_chunk too large"),
     ] {
-        let (_, mut s, mut area) = fresh(1, 512);
-        let _ = s.prepare_exception(BIG).unwrap();
-        let step = s.commit_exception(&mut area, bad, true).unwrap();
-        let CommitStep::Refused { error, callbacks } = step else {
-            panic!("{why}: expected a refusal, got {step:?}");
-        };
+        let (l, s, mut c) = fresh(1, 512);
+        let mut d = new_dev(l, 100);
+        let _ = prepare(&s, BIG).unwrap();
         assert_eq!(
-            callbacks, 1,
+            c.commit_exception(&s, &mut d, bad, true, 7),
+            Commit::Due,
             "{why}: the only pending exception ends the flush"
         );
-        assert!(error.errno() > 0, "{why}");
-        assert!(!s.is_valid(), "{why}: the store is invalid");
-        assert_eq!(
-            (s.pending_count(), s.callback_count(), s.current_committed()),
-            (0, 0, 0),
-            "{why}"
-        );
-        assert!(area.iter().all(|b| *b == 0), "{why}: nothing recorded");
+        assert_eq!(d.reports.len(), 1, "{why}");
+        assert!(d.reports[0].errno() > 0, "{why}");
+        assert!(d.ops.is_empty(), "{why}: nothing written");
+        assert!(!s.get().is_valid(), "{why}: the store is invalid");
+        assert_eq!(s.get().pending_count(), 0, "{why}");
+        assert_eq!(take_batch(&mut c), [7], "{why}");
+        assert_eq!(c.current_committed(), 0, "{why}");
+        assert!(c.area().iter().all(|b| *b == 0), "{why}: nothing recorded");
     }
 }
 
 #[test]
 fn a_refused_commit_does_not_hold_back_the_flush_of_the_others() {
     // Two exceptions in flight; the first is refused. The second must end
-    // the flush and complete both callbacks, not queue behind a pending
-    // count that never drops (dm-snapshot's dtr would wait for ever).
-    let (_, mut s, mut area) = fresh(1, 512);
-    let _a = s.prepare_exception(BIG).unwrap();
-    let b = s.prepare_exception(BIG).unwrap();
+    // the flush and complete both, not queue behind a pending count that
+    // never drops (dm-snapshot's dtr would wait for ever).
+    let (l, s, mut c) = fresh(1, 512);
+    let mut d = new_dev(l, 100);
+    let _a = prepare(&s, BIG).unwrap();
+    let b = prepare(&s, BIG).unwrap();
     assert_eq!(
-        s.commit_exception(&mut area, ex(1, 34), true),
-        Ok(CommitStep::Refused {
-            error: Error::NewChunkIsMetadata {
-                area: 0,
-                index: 0,
-                new_chunk: 34,
-                metadata_area: 1
-            },
-            callbacks: 0
-        })
+        c.commit_exception(&s, &mut d, ex(1, 34), true, 0),
+        Commit::Queued
     );
-    assert_eq!(s.pending_count(), 1);
     assert_eq!(
-        s.commit_exception(&mut area, ex(2, b), true),
-        Ok(CommitStep::Complete {
-            callbacks: 2,
-            valid: false,
-            clear_area: false,
-        })
+        d.reports,
+        [Error::NewChunkIsMetadata {
+            area: 0,
+            index: 0,
+            new_chunk: 34,
+            metadata_area: 1
+        }]
     );
-    assert_eq!((s.pending_count(), s.callback_count()), (0, 0));
+    assert_eq!(s.get().pending_count(), 1);
+    assert_eq!(
+        c.commit_exception(&s, &mut d, ex(2, b), true, 1),
+        Commit::Due
+    );
+    assert_eq!(take_batch(&mut c), [0, 1]);
+    assert_eq!(s.get().pending_count(), 0);
+    assert!(!s.get().is_valid());
+    assert!(d.ops.is_empty());
 }
 
 #[test]
 fn drop_snapshot_invalidates_and_returns_the_invalid_header() {
-    let (l, mut s, mut area) = fresh(16, 512);
-    let h = s.drop_snapshot();
+    let (l, s, mut c) = fresh(16, 512);
+    let mut d = new_dev(l, 10);
+    let h = s.with(|s| s.drop_snapshot());
     assert_eq!(h, DiskHeader::new(false, l.chunk_size()));
-    assert!(!s.is_valid());
+    assert!(!s.get().is_valid());
+    assert_eq!(s.get().header(), h);
     // A commit after the drop no longer writes the area.
-    let c = s.prepare_exception(BIG).unwrap();
+    let ch = prepare(&s, BIG).unwrap();
     assert_eq!(
-        s.commit_exception(&mut area, ex(1, c), true),
-        Ok(CommitStep::Complete {
-            callbacks: 1,
-            valid: false,
-            clear_area: false,
-        })
+        c.commit_exception(&s, &mut d, ex(1, ch), true, 0),
+        Commit::Due
     );
+    assert!(d.ops.is_empty());
+    assert_eq!(take_batch(&mut c), [0]);
 }
 
 #[test]
 fn invalid_store_is_all_dirty_and_never_merges() {
     let l = layout(1);
-    let mut area = vec![1u8; 512];
-    let mut s = Pstore::new_invalid(l, LogicalBlockSize::SECTOR, &mut area).unwrap();
-    assert!(!s.is_valid());
-    assert_eq!(s.dirty_range(), Some(0..512));
-    assert_eq!(merge_prepare(&mut s, &area), Ok(Prep::Done));
+    let (s, mut c) = Committer::new_invalid(
+        l,
+        LogicalBlockSize::SECTOR,
+        vec![1u8; 512],
+        Queue::with_capacity(32),
+    )
+    .unwrap();
+    let s = Locked(RefCell::new(s));
+    assert!(!s.get().is_valid());
+    assert!(c.area().iter().all(|b| *b == 0));
+    assert_eq!(c.dirty_range(), Some(0..512));
+    let mut d = new_dev(l, 100);
+    assert_eq!(c.prepare_merge(&s, &mut d), Ok(None));
+    assert!(d.ops.is_empty());
 }
 
 // ----- merge -----
 
-fn loaded(l: Layout, areas: &[Vec<Exception>], chunks: u64) -> (Vec<u8>, Pstore, Vec<u8>) {
+fn loaded(l: Layout, areas: &[Vec<Exception>], chunks: u64) -> (Locked, TestCommitter, MemDev) {
     let img = store_image(l, chunks, areas);
-    let (r, _, mut area) = scan(&img, l).unwrap();
-    let s = Pstore::from_scan(l, LogicalBlockSize::SECTOR, &r, &mut area).unwrap();
-    (img, s, area)
+    let (s, c) = load(&img, l, LogicalBlockSize::SECTOR);
+    (s, c, MemDev::new(img))
 }
 
 #[test]
@@ -435,10 +498,8 @@ fn merge_finds_the_run_of_consecutive_exceptions_backwards() {
     let l = layout(1);
     // old/new pairs: (10,2) (20,3) (21,4) (22,5)
     let es = vec![ex(10, 2), ex(20, 3), ex(21, 4), ex(22, 5)];
-    let (_, mut s, mut area) = loaded(l, &[es], 100);
-    let Prep::Run(r) = merge_prepare(&mut s, &area).unwrap() else {
-        panic!("expected a run");
-    };
+    let (s, mut c, mut d) = loaded(l, &[es], 100);
+    let r = c.prepare_merge(&s, &mut d).unwrap().unwrap();
     assert_eq!(
         r,
         MergeRun {
@@ -451,164 +512,244 @@ fn merge_finds_the_run_of_consecutive_exceptions_backwards() {
         (r.first_old_chunk(), r.first_new_chunk()),
         (Some(20), Some(3))
     );
-    // More than prepared, or zero, is refused.
+    assert!(d.ops.is_empty(), "the area is in memory");
+    // More than prepared, or zero, is refused and changes nothing.
+    let before = c.area().to_vec();
     assert_eq!(
-        merge_commit(&mut s, &mut area, 4),
+        c.commit_merge(&s, &mut d, 4),
         Err(Error::MergeCountInvalid {
             nr_merged: 4,
             prepared: 3
         })
     );
-    assert!(merge_commit(&mut s, &mut area, 0).is_err());
-    let w = merge_commit(&mut s, &mut area, 2).unwrap();
-    assert_eq!((w.chunk, w.offset, w.len), (1, 0, 512));
-    assert_eq!(read_exception(&area, 2), Some(Exception::default()));
-    assert_eq!(read_exception(&area, 1), Some(ex(20, 3)));
-    s.commit_merge_done(true).unwrap();
-    assert_eq!(s.current_committed(), 2);
-    assert_eq!(s.next_free(), 1 + 2 + 1);
-    assert_eq!(s.dirty_range(), None);
-    // Old chunk steps by one but new chunk does not: a run of 1.
-    let Prep::Run(r) = merge_prepare(&mut s, &area).unwrap() else {
-        panic!("expected a run");
-    };
-    assert_eq!((r.last_old_chunk, r.count), (20, 1));
+    assert_eq!(
+        c.commit_merge(&s, &mut d, 0),
+        Err(Error::MergeCountInvalid {
+            nr_merged: 0,
+            prepared: 3
+        })
+    );
+    assert!(d.ops.is_empty());
+    assert_eq!(c.area(), before);
+    assert_eq!(c.current_committed(), 4);
+    c.commit_merge(&s, &mut d, 2).unwrap();
+    assert_eq!(d.ops, [Op::Write(whole(0, 1))]);
+    assert_eq!(read_exception(c.area(), 2), Some(Exception::default()));
+    assert_eq!(read_exception(c.area(), 3), Some(Exception::default()));
+    assert_eq!(read_exception(c.area(), 1), Some(ex(20, 3)));
+    assert_eq!(d.img[chunk_range(l, 1)], *c.area());
+    assert_eq!(c.current_committed(), 2);
+    assert_eq!(s.get().next_free(), 1 + 2 + 1);
+    assert_eq!(c.dirty_range(), None);
+    // (10,2) does not continue the run of (20,3): a run of 1.
+    let r = c.prepare_merge(&s, &mut d).unwrap().unwrap();
+    assert_eq!((r.last_old_chunk, r.last_new_chunk, r.count), (20, 3, 1));
 }
 
 #[test]
 fn merge_steps_back_to_the_previous_area_after_the_current_empties() {
     let l = layout(1);
     let areas = in_order(l, 33, |k| 500 + k);
-    let (img, mut s, mut area) = loaded(l, &areas, 200);
-    assert_eq!((s.current_area(), s.current_committed()), (1, 1));
-    let Prep::Run(r) = merge_prepare(&mut s, &area).unwrap() else {
-        panic!("expected a run");
-    };
+    let (s, mut c, mut d) = loaded(l, &areas, 200);
+    assert_eq!((c.current_area(), c.current_committed()), (1, 1));
+    let r = c.prepare_merge(&s, &mut d).unwrap().unwrap();
     assert_eq!((r.last_old_chunk, r.last_new_chunk, r.count), (532, 35, 1));
-    merge_commit(&mut s, &mut area, 1).unwrap();
-    s.commit_merge_done(true).unwrap();
+    c.commit_merge(&s, &mut d, 1).unwrap();
+    assert_eq!(d.ops, [Op::Write(whole(1, 34))]);
     assert_eq!(
-        (s.current_area(), s.current_committed(), s.next_free()),
+        (c.current_area(), c.current_committed(), s.get().next_free()),
         (1, 0, 35)
     );
-    // Empty area: read area 0. Nothing changes until the read is accepted.
-    let Prep::ReadArea(io) = merge_prepare(&mut s, &area).unwrap() else {
-        panic!("expected a read");
-    };
-    assert_eq!(io, l.area_io(0).unwrap());
-    assert_eq!(s.current_area(), 1);
-    // A failed read is simply not reported; asking again repeats it.
-    assert_eq!(merge_prepare(&mut s, &area), Ok(Prep::ReadArea(io)));
-    read_chunk(&img, l, io.chunk, &mut area).unwrap();
-    let r = merge_read(&mut s, &area, sectors(&img)).unwrap();
+    // Empty area: read area 0. A failed read leaves the store where it is.
+    let io = l.area_io(0).unwrap();
+    d.fail_read = true;
+    assert_eq!(
+        c.prepare_merge(&s, &mut d),
+        Err(Error::ReadFailed {
+            chunk: 1,
+            errno: errno::EIO
+        })
+    );
+    assert_eq!(d.ops[1..], [Op::Read(io)]);
+    assert_eq!((c.current_area(), c.current_committed()), (1, 0));
+    assert_eq!(s.get().current_area(), 1);
+    // Asking again repeats the read.
+    d.fail_read = false;
+    let r = c.prepare_merge(&s, &mut d).unwrap().unwrap();
+    assert_eq!(d.ops[2..], [Op::Read(io)]);
     assert_eq!((r.last_old_chunk, r.last_new_chunk, r.count), (531, 33, 32));
-    assert_eq!((s.current_area(), s.current_committed()), (0, 32));
-    assert_eq!(s.usage(BIG).unwrap().metadata_sectors, 2);
-    merge_commit(&mut s, &mut area, 32).unwrap();
-    s.commit_merge_done(true).unwrap();
-    assert_eq!((s.current_committed(), s.next_free()), (0, 2));
-    assert_eq!(merge_prepare(&mut s, &area), Ok(Prep::Done));
+    assert_eq!((c.current_area(), c.current_committed()), (0, 32));
+    assert_eq!(s.get().current_area(), 0);
+    assert_eq!(s.get().usage(BIG).unwrap().metadata_sectors, 2);
+    c.commit_merge(&s, &mut d, 32).unwrap();
+    assert_eq!(d.ops[3..], [Op::Write(whole(0, 1))]);
+    assert!(d.img[chunk_range(l, 1)].iter().all(|b| *b == 0));
+    assert_eq!((c.current_committed(), s.get().next_free()), (0, 2));
+    assert_eq!(c.prepare_merge(&s, &mut d), Ok(None));
+    assert_eq!(d.ops.len(), 4);
 }
 
 #[test]
-fn merge_read_refuses_a_corrupt_previous_area() {
+fn merge_refuses_a_corrupt_previous_area() {
     let l = layout(1);
     let areas = in_order(l, 32, |k| k);
-    let (mut img, mut s, mut area) = loaded(l, &areas, 200);
-    assert_eq!((s.current_area(), s.current_committed()), (1, 0));
-    let Prep::ReadArea(io) = merge_prepare(&mut s, &area).unwrap() else {
-        panic!("expected a read");
-    };
+    let (s, mut c, mut d) = loaded(l, &areas, 200);
+    assert_eq!((c.current_area(), c.current_committed()), (1, 0));
+    let base = chunk_range(l, 1).start;
     // The area changed on disk since activation: an end marker in it.
-    let base = chunk_range(l, io.chunk).start;
-    clear_exception(&mut img[base..base + 512], 7).unwrap();
-    read_chunk(&img, l, io.chunk, &mut area).unwrap();
+    clear_exception(&mut d.img[base..base + 512], 7).unwrap();
     assert_eq!(
-        merge_read(&mut s, &area, sectors(&img)),
+        c.prepare_merge(&s, &mut d),
         Err(Error::UnexpectedEndMarker { area: 0, index: 7 })
     );
-    assert_eq!((s.current_area(), s.current_committed()), (1, 0));
-    // A new_chunk past the device.
-    write_exception(&mut img[base..base + 512], 7, ex(1, 150)).unwrap();
-    read_chunk(&img, l, io.chunk, &mut area).unwrap();
+    assert_eq!(d.ops, [Op::Read(l.area_io(0).unwrap())]);
+    assert_eq!((c.current_area(), c.current_committed()), (1, 0));
+    assert_eq!(s.get().current_area(), 1);
+    // A new_chunk past the device (200 chunks).
+    write_exception(&mut d.img[base..base + 512], 7, ex(1, 250)).unwrap();
     assert!(matches!(
-        merge_read(&mut s, &area, 100),
+        c.prepare_merge(&s, &mut d),
         Err(Error::NewChunkBeyondDevice { .. })
     ));
-    assert_eq!(s.current_area(), 1);
+    assert_eq!((c.current_area(), c.current_committed()), (1, 0));
+    assert_eq!(s.get().current_area(), 1);
+    // Repaired, it is accepted.
+    write_exception(&mut d.img[base..base + 512], 7, ex(7, 9)).unwrap();
+    let r = c.prepare_merge(&s, &mut d).unwrap().unwrap();
+    assert_eq!((r.last_old_chunk, r.last_new_chunk, r.count), (31, 33, 32));
+    assert_eq!((c.current_area(), c.current_committed()), (0, 32));
 }
 
 #[test]
-fn merge_calls_out_of_order_are_refused() {
+fn commit_merge_needs_a_prepared_run_and_refusals_change_nothing() {
     let l = layout(1);
-    let (_, mut s, mut area) = loaded(l, &[vec![ex(1, 2)]], 100);
-    assert_eq!(merge_commit(&mut s, &mut area, 1), Err(Error::MergeState));
-    assert_eq!(s.commit_merge_done(true), Err(Error::MergeState));
-    assert_eq!(merge_read(&mut s, &area, 100), Err(Error::MergeState));
-    let _ = merge_prepare(&mut s, &area).unwrap();
-    merge_commit(&mut s, &mut area, 1).unwrap();
-    assert_eq!(merge_prepare(&mut s, &area), Err(Error::MergeState));
-    assert_eq!(merge_commit(&mut s, &mut area, 1), Err(Error::MergeState));
+    let (s, mut c, mut d) = loaded(l, &[vec![ex(1, 2)]], 100);
+    let before = (c.area().to_vec(), s.get());
+    // Nothing prepared yet.
+    assert_eq!(
+        c.commit_merge(&s, &mut d, 1),
+        Err(Error::MergeCountInvalid {
+            nr_merged: 1,
+            prepared: 0
+        })
+    );
+    assert!(d.ops.is_empty());
+    assert_eq!((c.area().to_vec(), s.get()), before);
+    assert_eq!(c.current_committed(), 1);
+    let r = c.prepare_merge(&s, &mut d).unwrap().unwrap();
+    assert_eq!(r.count, 1);
+    c.commit_merge(&s, &mut d, 1).unwrap();
+    assert_eq!(d.ops.len(), 1);
+    // The run is used up.
+    assert_eq!(
+        c.commit_merge(&s, &mut d, 1),
+        Err(Error::MergeCountInvalid {
+            nr_merged: 1,
+            prepared: 0
+        })
+    );
+    assert_eq!(d.ops.len(), 1);
+    assert_eq!(c.prepare_merge(&s, &mut d), Ok(None));
 }
 
 #[test]
 fn failed_merge_write_blocks_further_merging() {
     let l = layout(1);
-    let (_, mut s, mut area) = loaded(l, &[vec![ex(1, 2), ex(2, 3)]], 100);
-    let _ = merge_prepare(&mut s, &area).unwrap();
-    merge_commit(&mut s, &mut area, 2).unwrap();
-    s.commit_merge_done(false).unwrap();
+    let (s, mut c, mut d) = loaded(l, &[vec![ex(1, 2), ex(2, 3)]], 100);
+    let _ = c.prepare_merge(&s, &mut d).unwrap().unwrap();
+    d.fail_write = true;
+    assert_eq!(
+        c.commit_merge(&s, &mut d, 2),
+        Err(Error::WriteFailed {
+            chunk: 1,
+            errno: errno::EIO
+        })
+    );
     // Not reduced: the disk still has both exceptions.
-    assert_eq!(s.current_committed(), 2);
-    let e = merge_prepare(&mut s, &area).unwrap_err();
+    assert_eq!(c.current_committed(), 2);
+    assert_eq!(s.get().next_free(), 4);
+    assert_eq!(on_disk(&d, l, 1, 0), Some(ex(1, 2)));
+    assert_eq!(on_disk(&d, l, 1, 1), Some(ex(2, 3)));
+    // Even once the device works again, until reloaded.
+    d.fail_write = false;
+    let e = c.prepare_merge(&s, &mut d).unwrap_err();
     assert_eq!(e, Error::MergeCommitFailed);
     assert_eq!(e.errno(), errno::EIO);
-    assert_eq!(
-        merge_commit(&mut s, &mut area, 1),
-        Err(Error::MergeCommitFailed)
-    );
+    assert_eq!(c.commit_merge(&s, &mut d, 1), Err(Error::MergeCommitFailed));
+    assert_eq!(d.ops.len(), 1);
+}
+
+/// A device that checks that no I/O is done with the shared state locked.
+struct Unlocked<'a> {
+    dev: MemDev,
+    lock: &'a Locked,
+}
+
+impl Unlocked<'_> {
+    fn check(&self) {
+        assert!(
+            self.lock.0.try_borrow_mut().is_ok(),
+            "metadata I/O with the shared lock held"
+        );
+    }
+}
+
+impl MetadataIo for Unlocked<'_> {
+    type Area = Vec<u8>;
+    fn cow_sectors(&self) -> u64 {
+        self.dev.cow_sectors()
+    }
+    fn read_area(&mut self, io: AreaIo, area: &mut Vec<u8>) -> Result<(), IoError> {
+        self.check();
+        self.dev.read_area(io, area)
+    }
+    fn write_area(&mut self, w: &AreaWrite, area: &Vec<u8>) -> Result<(), IoError> {
+        self.check();
+        self.dev.write_area(w, area)
+    }
+    fn zero_area(&mut self, io: AreaIo) -> Result<(), IoError> {
+        self.check();
+        self.dev.zero_area(io)
+    }
+    fn write_header(&mut self, header: DiskHeader) -> Result<(), IoError> {
+        self.check();
+        self.dev.write_header(header)
+    }
+    fn report(&mut self, error: &Error) {
+        self.check();
+        self.dev.report(error);
+    }
 }
 
 #[test]
-fn commit_and_merge_steps_leave_area_sized_work_to_the_caller() {
-    // The kernel store holds its state spinlock around every `Pstore`
-    // call: none of them may zero, scan or validate a whole area. Moving
-    // to the next area leaves the buffer as it is (the caller zeroes it on
-    // `clear_area`), and the merge path's reads and checks of an area take
-    // no `Pstore` at all.
-    let (l, mut s, mut area) = fresh(1, 512);
-    let chunks: Vec<u64> = (0..32).map(|_| s.prepare_exception(BIG).unwrap()).collect();
-    for c in chunks {
-        let _ = s.commit_exception(&mut area, ex(1, c), true).unwrap();
-    }
-    assert!(matches!(
-        s.commit_io_done(true),
-        Ok(CommitStep::WriteArea(_))
-    ));
-    let before = area.clone();
-    assert_eq!(
-        s.commit_io_done(true),
-        Ok(CommitStep::Complete {
-            callbacks: 32,
-            valid: true,
-            clear_area: true
-        })
-    );
-    assert_eq!(area, before, "the state call did not touch the buffer");
-    assert_eq!((s.current_area(), s.current_committed()), (1, 0));
-    // Merging back: the previous area is checked by the layout, outside
-    // the state, and the state only moves.
-    area.fill(0);
-    let PrepareMerge::ReadArea(io) = s.prepare_merge().unwrap() else {
-        panic!("expected a read of area 0");
+fn io_is_never_done_with_the_shared_lock_held() {
+    // The kernel store keeps `Shared` behind a spinlock: the committer may
+    // take it only for O(1) steps, never across a read, a write or a
+    // zeroing (nor a report).
+    let (l, s, mut c) = fresh(1, 512);
+    let mut d = Unlocked {
+        dev: new_dev(l, 100),
+        lock: &s,
     };
-    let checked = l.check_full_area(io.area, &before, BIG).unwrap();
-    let query = s.merge_area_read(checked).unwrap();
-    assert_eq!((s.current_area(), s.current_committed()), (0, 32));
-    let run = query.find(&before).unwrap();
-    s.merge_run_found(&run).unwrap();
-    let m = s.commit_merge(run.count).unwrap();
-    assert_eq!(m.clear, (32 - run.count as usize) * 16..32 * 16);
+    let chunks: Vec<u64> = (0..33).map(|_| prepare(&s, BIG).unwrap()).collect();
+    for (i, ch) in (0..).zip(&chunks) {
+        let _ = c.commit_exception(&s, &mut d, ex(500 + u64::from(i), *ch), true, i);
+        let _ = take_batch(&mut c);
+    }
+    // A refusal is reported.
+    let _ = prepare(&s, BIG).unwrap();
+    let _ = c.commit_exception(&s, &mut d, ex(1, 0), true, 99);
+    assert_eq!(d.dev.reports.len(), 1);
+    assert_eq!((c.current_area(), c.current_committed()), (1, 1));
+    // Merging back reads and checks area 0.
+    let r = c.prepare_merge(&s, &mut d).unwrap().unwrap();
+    c.commit_merge(&s, &mut d, r.count).unwrap();
+    let r = c.prepare_merge(&s, &mut d).unwrap().unwrap();
+    assert_eq!((r.count, c.current_area()), (32, 0));
+    c.commit_merge(&s, &mut d, r.count).unwrap();
+    let ops = &d.dev.ops;
+    assert!(ops.iter().any(|op| matches!(op, Op::Zero(_))));
+    assert!(ops.iter().any(|op| matches!(op, Op::Read(_))));
 }
 
 #[test]
@@ -617,111 +758,168 @@ fn batch_capacity_is_an_area_or_max_batch_whichever_is_smaller() {
     assert_eq!(batch_capacity(layout(8)), 256);
     assert_eq!(batch_capacity(layout(256)), MAX_BATCH); // 128 KiB: 8192 per area
     assert_eq!(batch_capacity(layout(1 << 21)), MAX_BATCH);
-    let (l, s, _) = fresh(1024, 512);
-    assert_eq!(s.batch_limit(), MAX_BATCH);
-    assert_eq!(s.clone().with_batch_limit(0).batch_limit(), 1);
+    let (l, _, c) = fresh(1024, 512);
+    assert_eq!(c.batch_limit(), MAX_BATCH);
+    assert_eq!(c.with_batch_limit(0).batch_limit(), 1);
+    let (_, _, c) = fresh(1024, 512);
     assert_eq!(
-        s.with_batch_limit(u32::MAX).batch_limit(),
+        c.with_batch_limit(u32::MAX).batch_limit(),
         l.exceptions_per_area()
     );
+    let (_, _, c) = fresh(1, 512);
+    assert_eq!(c.batch_limit(), 32);
 }
 
 #[test]
 fn a_full_batch_is_written_while_other_exceptions_are_still_pending() {
-    let (_, s, mut area) = fresh(1, 512);
-    let mut s = s.with_batch_limit(2);
-    let a = s.prepare_exception(BIG).unwrap();
-    let b = s.prepare_exception(BIG).unwrap();
-    let c = s.prepare_exception(BIG).unwrap();
+    let (l, s, c) = fresh(1, 512);
+    let mut c = c.with_batch_limit(2);
+    let mut d = new_dev(l, 100);
+    let a = prepare(&s, BIG).unwrap();
+    let b = prepare(&s, BIG).unwrap();
+    let x = prepare(&s, BIG).unwrap();
     assert_eq!(
-        s.commit_exception(&mut area, ex(10, a), true),
-        Ok(CommitStep::Queued)
+        c.commit_exception(&s, &mut d, ex(10, a), true, 0),
+        Commit::Queued
     );
-    // The second fills the batch: written though `c` is pending.
-    let Ok(CommitStep::WriteArea(w)) = s.commit_exception(&mut area, ex(11, b), true) else {
-        panic!("a full batch must be written");
-    };
-    assert_eq!(w.sector, 1);
+    // The second fills the batch: written though `x` is pending.
     assert_eq!(
-        s.commit_io_done(true),
-        Ok(CommitStep::Complete {
-            callbacks: 2,
-            valid: true,
-            clear_area: false
-        })
+        c.commit_exception(&s, &mut d, ex(11, b), true, 1),
+        Commit::Due
     );
-    assert_eq!((s.pending_count(), s.callback_count()), (1, 0));
+    assert_eq!(d.ops, [Op::Write(whole(0, 1))]);
+    assert_eq!(take_batch(&mut c), [0, 1]);
+    assert_eq!(s.get().pending_count(), 1);
+    assert!(s.get().is_valid());
     // The last one flushes as in C, into the same area.
-    assert!(matches!(
-        s.commit_exception(&mut area, ex(12, c), true),
-        Ok(CommitStep::WriteArea(_))
-    ));
-    assert!(matches!(
-        s.commit_io_done(true),
-        Ok(CommitStep::Complete { callbacks: 1, .. })
-    ));
-    assert_eq!(s.current_committed(), 3);
+    assert_eq!(
+        c.commit_exception(&s, &mut d, ex(12, x), true, 2),
+        Commit::Due
+    );
+    assert_eq!(d.ops[1..], [Op::Write(whole(0, 1))]);
+    assert_eq!(take_batch(&mut c), [2]);
+    assert_eq!(c.current_committed(), 3);
+    assert_eq!(on_disk(&d, l, 1, 2), Some(ex(12, x)));
 }
 
 #[test]
 fn a_refusal_that_fills_the_batch_completes_it_at_once() {
-    // With the batch full, the callbacks queued so far are due: the store
-    // is invalid, so they report failure without waiting for a write, and
-    // the caller's array never needs more than the limit.
-    let (_, s, mut area) = fresh(1, 512);
-    let mut s = s.with_batch_limit(2);
-    let a = s.prepare_exception(BIG).unwrap();
-    let _b = s.prepare_exception(BIG).unwrap();
-    let c = s.prepare_exception(BIG).unwrap();
+    // With the batch full, the completions queued so far are due: the
+    // store is invalid, so they fail without waiting for a write, and the
+    // queue never needs to hold more than the limit.
+    let (l, s, c) = fresh(1, 512);
+    let mut c = c.with_batch_limit(2);
+    let mut d = new_dev(l, 100);
+    let a = prepare(&s, BIG).unwrap();
+    let _b = prepare(&s, BIG).unwrap();
+    let x = prepare(&s, BIG).unwrap();
     assert_eq!(
-        s.commit_exception(&mut area, ex(10, a), true),
-        Ok(CommitStep::Queued)
+        c.commit_exception(&s, &mut d, ex(10, a), true, 0),
+        Commit::Queued
     );
-    assert!(matches!(
-        s.commit_exception(&mut area, ex(1, 34), true),
-        Ok(CommitStep::Refused { callbacks: 2, .. })
-    ));
-    assert_eq!((s.pending_count(), s.callback_count()), (1, 0));
-    assert!(matches!(
-        s.commit_exception(&mut area, ex(12, c), true),
-        Ok(CommitStep::Complete {
-            callbacks: 1,
-            valid: false,
-            ..
-        })
-    ));
+    assert_eq!(
+        c.commit_exception(&s, &mut d, ex(1, 34), true, 1),
+        Commit::Due
+    );
+    assert!(matches!(d.reports[..], [Error::NewChunkIsMetadata { .. }]));
+    assert!(d.ops.is_empty());
+    assert_eq!(take_batch(&mut c), [0, 1]);
+    assert_eq!(s.get().pending_count(), 1);
+    assert_eq!(
+        c.commit_exception(&s, &mut d, ex(12, x), true, 2),
+        Commit::Due
+    );
+    assert_eq!(take_batch(&mut c), [2]);
+    assert!(!s.get().is_valid());
+    assert!(d.ops.is_empty());
 }
 
 #[test]
-fn an_abandoned_commit_goes_through_the_pending_count() {
+fn an_unqueued_completion_goes_through_the_pending_count() {
     let l = layout(1);
-    let mut area = vec![0u8; 512];
-    let mut s = Pstore::new_snapshot(l, LogicalBlockSize::SECTOR, &mut area).unwrap();
-    let a = s.prepare_exception(100).unwrap();
-    let _b = s.prepare_exception(100).unwrap();
-    let c = s.prepare_exception(100).unwrap();
+    let (s, mut c) = Committer::new_snapshot(
+        l,
+        LogicalBlockSize::SECTOR,
+        area_buffer(l),
+        Queue::with_capacity(1),
+    )
+    .unwrap();
+    let s = Locked(RefCell::new(s));
+    let mut d = new_dev(l, 100);
+    let a = prepare(&s, 100).unwrap();
+    let b = prepare(&s, 100).unwrap();
+    let x = prepare(&s, 100).unwrap();
     assert_eq!(
-        s.commit_exception(&mut area, ex(1, a), true),
-        Ok(CommitStep::Queued)
+        c.commit_exception(&s, &mut d, ex(1, a), true, 0),
+        Commit::Queued
     );
-    // The second one's callback could not be queued: one still pending.
+    // The second one's completion cannot be queued: the store is invalid,
+    // its completion handed back, and one is still pending.
     assert_eq!(
-        s.abandon_commit(),
-        Ok(CommitStep::Refused {
-            error: Error::CallbackQueueFull,
-            callbacks: 0
-        })
+        c.commit_exception(&s, &mut d, ex(2, b), true, 1),
+        Commit::Unqueued {
+            done: 1,
+            due: false
+        }
     );
-    assert!(!s.is_valid());
-    assert_eq!(s.pending_count(), 1);
-    // The last pending one ends the flush: its callback and the first.
+    assert_eq!(d.reports, [Error::CallbackQueueFull]);
+    assert!(!s.get().is_valid());
+    assert_eq!(s.get().pending_count(), 1);
+    assert_eq!(c.batch().done, [0]);
+    // The last pending one ends the flush: its completion and the first.
     assert_eq!(
-        s.commit_exception(&mut area, ex(3, c), true),
-        Ok(CommitStep::Complete {
-            callbacks: 2,
-            valid: false,
-            clear_area: false
-        })
+        c.commit_exception(&s, &mut d, ex(3, x), true, 2),
+        Commit::Unqueued { done: 2, due: true }
     );
-    assert_eq!(s.abandon_commit(), Err(Error::CommitWithoutPrepare));
+    assert_eq!(take_batch(&mut c), [0]);
+    assert_eq!(s.get().pending_count(), 0);
+    assert!(d.ops.is_empty());
+}
+
+#[test]
+fn create_zeroes_area_0_before_writing_the_header() {
+    let l = layout(1);
+    // A COW device with stale records where area 0 goes.
+    let mut img = store_image(l, 20, &[vec![ex(1, 2), ex(2, 3)]]);
+    img[..512].fill(0);
+    let mut d = MemDev::new(img);
+    let q = Queue::with_capacity(batch_capacity(l) as usize);
+    let (s, c) = Committer::create(&mut d, l, LogicalBlockSize::SECTOR, area_buffer(l), q).unwrap();
+    assert!(s.is_valid());
+    assert_eq!((c.current_area(), c.current_committed()), (0, 0));
+    assert_eq!(
+        d.ops,
+        vec![
+            Op::Zero(l.area_io(0).unwrap()),
+            Op::Header(DiskHeader::new(true, l.chunk_size())),
+        ]
+    );
+    let (r, seen, _) = scan(&d.img, l).unwrap();
+    assert!(seen.is_empty());
+    assert_eq!(r.next_free, INITIAL_NEXT_FREE);
+}
+
+#[test]
+fn create_fails_without_a_header_when_area_0_cannot_be_zeroed() {
+    let l = layout(1);
+    let q = || Queue::with_capacity(batch_capacity(l) as usize);
+    let wb = LogicalBlockSize::SECTOR;
+    let mut d = new_dev(l, 20);
+    d.fail_zero = true;
+    let err = Committer::create(&mut d, l, wb, area_buffer(l), q()).err();
+    assert_eq!(err, Some(Error::NewStoreZeroFailed { errno: errno::EIO }));
+    assert_eq!(d.ops, vec![Op::Zero(l.area_io(0).unwrap())]);
+    assert_eq!(err.unwrap().to_string(), messages::ZERO_DISK_AREA_0_FAILED);
+
+    let mut d = new_dev(l, 20);
+    d.fail_header = true;
+    let err = Committer::create(&mut d, l, wb, area_buffer(l), q()).err();
+    assert_eq!(err, Some(Error::NewStoreHeaderFailed { errno: errno::EIO }));
+    assert_eq!(err.unwrap().to_string(), messages::WRITE_HEADER_FAILED);
+
+    // A bad buffer is refused before anything is written.
+    let mut d = new_dev(l, 20);
+    let err = Committer::create(&mut d, l, wb, vec![0u8; 100], q()).err();
+    assert!(matches!(err, Some(Error::BufferSize { .. })));
+    assert!(d.ops.is_empty());
 }

@@ -15,6 +15,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use snap_format::*;
+use std::cell::RefCell;
 
 /// Largest chunk this target accepts from a header (keeps memory small).
 const MAX_FUZZ_CHUNK_BYTES: u32 = 64 * 1024;
@@ -43,6 +44,72 @@ fn write_at(img: &mut [u8], sector: u64, data: &[u8]) -> bool {
             true
         }
         None => false,
+    }
+}
+
+/// The store's shared state behind a `RefCell`, its "spinlock".
+struct Locked(RefCell<Shared>);
+
+impl SharedLock for Locked {
+    fn with<R>(&self, f: impl FnOnce(&mut Shared) -> R) -> R {
+        f(&mut self.0.borrow_mut())
+    }
+}
+
+/// Completions: how many are queued, up to the capacity.
+struct Count(usize, usize);
+
+impl Batch for Count {
+    type Completion = ();
+    fn push(&mut self, (): ()) -> Result<(), ()> {
+        if self.0 >= self.1 {
+            return Err(());
+        }
+        self.0 += 1;
+        Ok(())
+    }
+    fn len(&self) -> usize {
+        self.0
+    }
+}
+
+fn count(l: Layout) -> Count {
+    Count(0, batch_capacity(l) as usize)
+}
+
+/// The image as the store's metadata I/O: every write lands, or fails
+/// past the end.
+struct Image(Vec<u8>, Layout);
+
+impl MetadataIo for Image {
+    type Area = Vec<u8>;
+    fn cow_sectors(&self) -> u64 {
+        self.0.len() as u64 / 512
+    }
+    fn read_area(&mut self, io: AreaIo, area: &mut Vec<u8>) -> Result<(), IoError> {
+        read_chunk(&self.0, self.1, io.chunk, area).map_err(IoError)
+    }
+    fn write_area(&mut self, w: &AreaWrite, area: &Vec<u8>) -> Result<(), IoError> {
+        let bytes = w.bytes(area).ok_or(IoError(errno::EINVAL))?;
+        write_at(&mut self.0, w.sector, bytes)
+            .then_some(())
+            .ok_or(IoError(errno::EIO))
+    }
+    fn zero_area(&mut self, io: AreaIo) -> Result<(), IoError> {
+        let zeros = vec![0u8; self.1.chunk_bytes() as usize];
+        write_at(&mut self.0, io.sector, &zeros)
+            .then_some(())
+            .ok_or(IoError(errno::EIO))
+    }
+    fn write_header(&mut self, header: DiskHeader) -> Result<(), IoError> {
+        let mut h = vec![0u8; self.1.chunk_bytes() as usize];
+        header.encode(&mut h).unwrap();
+        write_at(&mut self.0, 0, &h)
+            .then_some(())
+            .ok_or(IoError(errno::EIO))
+    }
+    fn report(&mut self, error: &Error) {
+        panic!("refused a prepared chunk: {error}");
     }
 }
 
@@ -103,33 +170,34 @@ fn run(data: &[u8]) {
     };
     let mut img = image.to_vec();
     let cow_sectors = img.len() as u64 / 512;
+    let area = vec![0u8; l.chunk_bytes() as usize];
 
-    let (mut store, mut area, mut seen) = match decision {
+    let (shared, mut store, mut seen) = match decision {
         HeaderDecision::New(_) => {
-            let mut area = vec![0u8; l.chunk_bytes() as usize];
-            let s = Pstore::new_snapshot(l, wb, &mut area).unwrap();
+            let (shared, c) = Committer::new_snapshot(l, wb, area, count(l)).unwrap();
             // As the kernel store: zero area 0 (may not fit), then the
             // header.
             let mut h = vec![0u8; l.chunk_bytes() as usize];
-            s.header().encode(&mut h).unwrap();
+            shared.header().encode(&mut h).unwrap();
             if !write_at(&mut img, l.chunk_sectors().into(), &vec![0u8; h.len()]) {
                 return;
             }
             write_at(&mut img, 0, &h);
-            (s, area, Vec::new())
+            (shared, c, Vec::new())
         }
         HeaderDecision::Invalid(_) => {
-            let mut area = vec![0u8; l.chunk_bytes() as usize];
-            let mut s = Pstore::new_invalid(l, wb, &mut area).unwrap();
-            assert_eq!(s.prepare_merge(), Ok(PrepareMerge::Done));
+            let (shared, mut c) = Committer::new_invalid(l, wb, area, count(l)).unwrap();
+            let shared = Locked(RefCell::new(shared));
+            let mut io = Image(img, l);
+            assert_eq!(c.prepare_merge(&shared, &mut io), Ok(None));
             return;
         }
         HeaderDecision::Valid(_) => match scan_image(&img, l) {
-            Ok((r, seen, mut area)) => {
-                let mut s = Pstore::from_scan(l, wb, &r, &mut area).unwrap();
+            Ok((r, seen, area)) => {
                 // Activation writes nothing: the cleared garbage goes back
-                // to disk before the first commit, below.
-                (s, area, seen)
+                // to disk with the first commit, below.
+                let (shared, c) = Committer::from_scan(l, wb, &r, area, count(l)).unwrap();
+                (shared, c, seen)
             }
             Err(e) => {
                 assert!(e.errno() > 0);
@@ -138,13 +206,14 @@ fn run(data: &[u8]) {
             }
         },
     };
-    let _ = store.usage(cow_sectors);
+    let shared = Locked(RefCell::new(shared));
+    let _ = shared.with(|s| s.usage(cow_sectors));
 
     // Commit a few exceptions, in one batch, doing the I/O on the image.
     let n = u64::from(ctl >> 4);
     let mut prepared = Vec::new();
     for _ in 0..n {
-        match store.prepare_exception(cow_sectors) {
+        match shared.with(|s| s.prepare_exception(cow_sectors)) {
             Ok(c) => {
                 assert!(l.is_data_chunk(c));
                 assert!(seen.iter().all(|e| e.new_chunk != c), "chunk {c} reused");
@@ -156,87 +225,50 @@ fn run(data: &[u8]) {
             }
         }
     }
-    // As the kernel store: the first commit writes the cleared garbage
-    // back before its record.
-    if !prepared.is_empty() {
-        if let Some(w) = store.cleanup_write().unwrap() {
-            let ok = write_at(&mut img, w.sector, w.bytes(&area).unwrap());
-            store.cleanup_done(ok);
-        }
-    }
+    let mut io = Image(img, l);
     for (k, c) in prepared.iter().enumerate() {
         let e = Exception {
             old_chunk: k as u64,
             new_chunk: *c,
         };
-        let mut step = store.commit_exception(&mut area, e, true).unwrap();
-        loop {
-            match step {
-                CommitStep::Queued => break,
-                CommitStep::Complete { clear_area, .. } => {
-                    if clear_area {
-                        area.fill(0);
-                    }
-                    break;
-                }
-                CommitStep::Refused { error, .. } => panic!("refused a prepared chunk: {error}"),
-                CommitStep::ZeroNextArea(io) => {
-                    let zeros = vec![0u8; l.chunk_bytes() as usize];
-                    let ok = write_at(&mut img, io.sector, &zeros);
-                    step = store.commit_io_done(ok).unwrap();
-                }
-                CommitStep::WriteArea(w) => {
-                    let ok = write_at(&mut img, w.sector, w.bytes(&area).unwrap());
-                    step = store.commit_io_done(ok).unwrap();
-                }
-            }
-        }
+        let _ = store.commit_exception(&shared, &mut io, e, true, ());
         seen.push(e);
     }
-    if !store.is_valid() {
+    if !shared.with(|s| s.is_valid()) {
         return;
     }
+    let img = io.0;
 
     // What was written reads back: the old exceptions plus the new ones.
-    let (r, reread, mut area) = scan_image(&img, l).unwrap();
+    let (r, reread, area) = scan_image(&img, l).unwrap();
     assert_eq!(reread, seen);
     if !prepared.is_empty() {
-        // The area write also cleared any leftovers after the end marker.
+        // The first commit also cleared any leftovers after the end marker.
         assert_eq!(r.warning, None);
     }
-    let mut store = Pstore::from_scan(l, wb, &r, &mut area).unwrap();
+    let (shared, mut store) = Committer::from_scan(l, wb, &r, area, count(l)).unwrap();
+    let shared = Locked(RefCell::new(shared));
+    let mut io = Image(img, l);
 
     // Merge everything back, newest first.
     let mut left = seen.len();
     for _ in 0..=(seen.len() + 2 * r.current_area as usize + 2) {
-        let query = match store.prepare_merge() {
-            Ok(PrepareMerge::Done) => break,
-            Ok(PrepareMerge::FindRun(query)) => query,
-            Ok(PrepareMerge::ReadArea(io)) => {
-                read_chunk(&img, l, io.chunk, &mut area).unwrap();
-                let checked = l.check_full_area(io.area, &area, cow_sectors).unwrap();
-                store.merge_area_read(checked).unwrap()
-            }
+        let run = match store.prepare_merge(&shared, &mut io) {
+            Ok(None) => break,
+            Ok(Some(run)) => run,
             Err(e) => panic!("prepare_merge: {e}"),
         };
-        let run = query.find(&area).unwrap();
-        store.merge_run_found(&run).unwrap();
         let last = seen[left - 1];
         assert_eq!(
             (run.last_old_chunk, run.last_new_chunk),
             (last.old_chunk, last.new_chunk)
         );
-        let m = store.commit_merge(run.count).unwrap();
-        area[m.clear].fill(0);
-        let w = m.write;
-        let ok = write_at(&mut img, w.sector, w.bytes(&area).unwrap());
-        store.commit_merge_done(ok).unwrap();
-        assert!(ok);
+        store.commit_merge(&shared, &mut io, run.count).unwrap();
         left -= run.count as usize;
     }
     assert_eq!(left, 0);
-    assert_eq!(store.prepare_merge(), Ok(PrepareMerge::Done));
-    let (_, after, _) = scan_image(&img, l).unwrap();
+    assert_eq!(store.prepare_merge(&shared, &mut io), Ok(None));
+    let (_, after, _) = scan_image(&io.0, l).unwrap();
     assert!(after.is_empty());
 }
 

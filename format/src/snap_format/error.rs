@@ -288,6 +288,42 @@ pub enum Error {
         /// The positive errno of the read.
         errno: i32,
     },
+    /// Writing a metadata area failed.
+    ///
+    /// C: the `area_io()` failure of `persistent_commit_merge()` (no
+    /// message; dm-snapshot stops merging and says so).
+    WriteFailed {
+        /// The chunk being written.
+        chunk: u64,
+        /// The positive errno of the write.
+        errno: i32,
+    },
+    /// Writing back the records cleared after the end marker failed; the
+    /// store is invalid.
+    ///
+    /// No C counterpart (C leaves them on disk); the write's errno.
+    CleanupFailed {
+        /// The area holding them.
+        area: u64,
+        /// The positive errno of the write.
+        errno: i32,
+    },
+    /// Zeroing metadata area 0 of a new store failed.
+    ///
+    /// C: `persistent_read_metadata()`, [`messages::ZERO_DISK_AREA_0_FAILED`]
+    /// with `DMWARN`; the write's errno.
+    NewStoreZeroFailed {
+        /// The positive errno of the write.
+        errno: i32,
+    },
+    /// Writing the header of a new store failed.
+    ///
+    /// C: `persistent_read_metadata()`, [`messages::WRITE_HEADER_FAILED`]
+    /// with `DMWARN`; the write's errno.
+    NewStoreHeaderFailed {
+        /// The positive errno of the write.
+        errno: i32,
+    },
     /// No room left on the COW device for another exception.
     ///
     /// C: `persistent_prepare_exception()`, `-ENOSPC` (no message).
@@ -325,19 +361,6 @@ pub enum Error {
     ///
     /// No C counterpart, `-EINVAL`.
     CallbackQueueFull,
-    /// `commit_exception` was called before the records cleared after the
-    /// end marker at activation were written back.
-    ///
-    /// No C counterpart (C leaves them on disk), `-EINVAL`.
-    CleanupPending,
-    /// A call was made while a commit flush waits for I/O results.
-    ///
-    /// No C counterpart (C does the I/O synchronously), `-EINVAL`.
-    FlushInProgress,
-    /// `commit_io_done` was called with no flush waiting for I/O.
-    ///
-    /// No C counterpart, `-EINVAL`.
-    NoFlushInProgress,
     /// A scan call came after the scan had finished, or `finish` came before.
     ///
     /// No C counterpart, `-EINVAL`.
@@ -351,11 +374,6 @@ pub enum Error {
         /// Number prepared by the last `prepare_merge`.
         prepared: u32,
     },
-    /// A merge call came out of order (no read asked for, no run prepared,
-    /// no write waiting).
-    ///
-    /// No C counterpart, `-EINVAL`.
-    MergeState,
     /// A previous `commit_merge` write failed; merging must not continue
     /// until the snapshot is reloaded.
     ///
@@ -380,7 +398,12 @@ impl Error {
             | Self::OnDiskChunkBeyondDevice { .. }
             | Self::MergeCommitFailed => errno::EIO,
             Self::NoSpace { .. } | Self::TooManyPending => errno::ENOSPC,
-            Self::Callback { errno: e } | Self::ReadFailed { errno: e, .. } => {
+            Self::Callback { errno: e }
+            | Self::ReadFailed { errno: e, .. }
+            | Self::WriteFailed { errno: e, .. }
+            | Self::CleanupFailed { errno: e, .. }
+            | Self::NewStoreZeroFailed { errno: e }
+            | Self::NewStoreHeaderFailed { errno: e } => {
                 if *e > 0 {
                     *e
                 } else {
@@ -401,13 +424,9 @@ impl Error {
             | Self::UnexpectedEndMarker { .. }
             | Self::DuplicateNewChunk { .. }
             | Self::CommitWithoutPrepare
-            | Self::CleanupPending
             | Self::CallbackQueueFull
-            | Self::FlushInProgress
-            | Self::NoFlushInProgress
             | Self::ScanState
             | Self::MergeCountInvalid { .. }
-            | Self::MergeState
             | Self::Overflow => errno::EINVAL,
         }
     }
@@ -417,10 +436,14 @@ impl Error {
     /// like `-ENOSPC`). Conditions C does not check are `Some(Err)`.
     pub const fn c_log_level(&self) -> Option<LogLevel> {
         match self {
-            Self::InvalidOrCorrupt { .. } | Self::UnsupportedVersion { .. } => Some(LogLevel::Warn),
+            Self::InvalidOrCorrupt { .. }
+            | Self::UnsupportedVersion { .. }
+            | Self::NewStoreZeroFailed { .. }
+            | Self::NewStoreHeaderFailed { .. } => Some(LogLevel::Warn),
             Self::NoSpace { .. }
             | Self::Callback { .. }
             | Self::ReadFailed { .. }
+            | Self::WriteFailed { .. }
             | Self::InvalidChunkSize { .. } => None,
             _ => Some(LogLevel::Err),
         }
@@ -525,6 +548,15 @@ impl fmt::Display for Error {
             Self::ReadFailed { chunk, errno } => {
                 write!(f, "reading chunk {chunk} failed with error {errno}")
             }
+            Self::WriteFailed { chunk, errno } => {
+                write!(f, "writing chunk {chunk} failed with error {errno}")
+            }
+            Self::CleanupFailed { area, errno } => write!(
+                f,
+                "clearing the records after the end marker of area {area} failed with error {errno}"
+            ),
+            Self::NewStoreZeroFailed { .. } => f.write_str(messages::ZERO_DISK_AREA_0_FAILED),
+            Self::NewStoreHeaderFailed { .. } => f.write_str(messages::WRITE_HEADER_FAILED),
             Self::NoSpace { chunk, cow_sectors } => write!(
                 f,
                 "COW device full: chunk {chunk} does not fit in {cow_sectors} sectors"
@@ -536,11 +568,6 @@ impl fmt::Display for Error {
             Self::CallbackQueueFull => {
                 f.write_str("no room to queue the completion of an exception to commit")
             }
-            Self::CleanupPending => f.write_str(
-                "commit_exception called before the records cleared after the end marker were written"
-            ),
-            Self::FlushInProgress => f.write_str("a metadata flush is waiting for I/O"),
-            Self::NoFlushInProgress => f.write_str("no metadata flush is waiting for I/O"),
             Self::ScanState => f.write_str("metadata scan called out of order"),
             Self::MergeCountInvalid {
                 nr_merged,
@@ -549,7 +576,6 @@ impl fmt::Display for Error {
                 f,
                 "cannot merge {nr_merged} exceptions: {prepared} were prepared"
             ),
-            Self::MergeState => f.write_str("merge step called out of order"),
             Self::MergeCommitFailed => f.write_str(
                 "an earlier merge commit failed to write; reload the snapshot before merging",
             ),

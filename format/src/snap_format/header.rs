@@ -17,7 +17,7 @@ use super::{
 };
 #[cfg(doc)]
 use super::{
-    pstore::Pstore,
+    committer::Committer,
     scan::{
         scan_areas,
         Scan, //
@@ -127,13 +127,13 @@ impl DiskHeader {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HeaderDecision {
     /// Magic 0: a new store. Write [`DiskHeader::new`]`(true, ..)` to chunk
-    /// 0, zero area 0 on disk, then build [`Pstore::new_snapshot`].
+    /// 0, zero area 0 on disk, then build [`Committer::new_snapshot`].
     New(Layout),
     /// A valid store: scan its areas ([`Scan`] or [`scan_areas`]), then
-    /// build [`Pstore::from_scan`].
+    /// build [`Committer::from_scan`].
     Valid(Layout),
     /// A store marked invalid: C returns 1 and dm-snapshot loads it as
-    /// invalid. Build [`Pstore::new_invalid`]; nothing is scanned.
+    /// invalid. Build [`Committer::new_invalid`]; nothing is scanned.
     Invalid(Layout),
 }
 

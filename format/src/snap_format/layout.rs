@@ -10,7 +10,6 @@ use super::{
     },
     convert::usize_of,
     error::Error,
-    pstore::CheckedArea,
     records::{
         read_exception,
         Exception, //
@@ -18,7 +17,7 @@ use super::{
 };
 #[cfg(doc)]
 use super::{
-    pstore::Pstore,
+    committer::Committer,
     scan::Scan, //
 };
 use core::cmp::max;
@@ -332,8 +331,7 @@ impl Layout {
     /// Checks that every record of `area`, the bytes of full area
     /// `area_index` read back for merging, is a valid exception on a COW
     /// device of `cow_sectors` sectors (it was full when written, so no
-    /// record may be an end marker). O(chunk): call it outside the lock
-    /// that guards the [`Pstore`].
+    /// record may be an end marker). [`Committer::prepare_merge`] calls it.
     ///
     /// No C check (C merges whatever it reads).
     ///
@@ -346,7 +344,7 @@ impl Layout {
         area_index: u64,
         area: &[u8],
         cow_sectors: u64,
-    ) -> Result<CheckedArea, Error> {
+    ) -> Result<(), Error> {
         self.check_area_len(area.len())?;
         let cow_chunks = self.device_chunks(cow_sectors);
         for index in 0..self.exceptions_per_area() {
@@ -359,7 +357,7 @@ impl Layout {
             }
             self.check_exception(area_index, index, e, Some(cow_chunks))?;
         }
-        Ok(CheckedArea { area: area_index })
+        Ok(())
     }
 
     /// Checks one exception found (or about to be stored) at `index` of

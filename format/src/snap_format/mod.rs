@@ -31,8 +31,12 @@
 //!   decision at activation ([`read_header`]).
 //! - `scan.rs`: the validating area scan ([`Scan`], [`scan_areas`]).
 //! - `duplicates.rs`: duplicate `new_chunk` detection ([`ChunkBits`]).
-//! - `pstore.rs`: the prepare / commit state machine and merge bookkeeping
-//!   ([`Pstore`]).
+//! - `shared.rs`: the state `prepare_exception` and `usage` reach, behind a
+//!   spinlock ([`Shared`]).
+//! - `metadata_io.rs`: the metadata I/O of the commit and merge paths
+//!   ([`MetadataIo`]).
+//! - `committer.rs`: the commit and merge paths, which own the in-memory
+//!   area ([`Committer`]).
 //! - `table.rs`: table options and status ([`parse_options`],
 //!   [`TableStatus`]).
 //!
@@ -70,14 +74,16 @@
 )]
 
 mod chunk_size;
+mod committer;
 mod convert;
 mod duplicates;
 mod error;
 mod header;
 mod layout;
-mod pstore;
+mod metadata_io;
 mod records;
 mod scan;
+mod shared;
 mod table;
 
 // A module that includes the core privately and uses only part of it
@@ -95,6 +101,14 @@ pub use self::{
         MAX_CHUNK_SECTORS,
         SECTOR_SHIFT,
         SECTOR_SIZE, //
+    },
+    committer::{
+        batch_capacity,
+        Batch,
+        Commit,
+        Committer,
+        MergeRun,
+        MAX_BATCH, //
     },
     duplicates::{
         find_new_chunk,
@@ -129,16 +143,9 @@ pub use self::{
         MAX_DEVICE_SECTORS,
         NUM_SNAPSHOT_HDR_CHUNKS, //
     },
-    pstore::{
-        batch_capacity,
-        CheckedArea,
-        CommitStep,
-        MergeCommit,
-        MergeRun,
-        PrepareMerge,
-        Pstore,
-        RunQuery,
-        MAX_BATCH, //
+    metadata_io::{
+        IoError,
+        MetadataIo, //
     },
     records::{
         clear_exception,
@@ -157,6 +164,10 @@ pub use self::{
         ScanStop,
         DM_PREFETCH_CHUNKS,
         PREFETCH_BYTES, //
+    },
+    shared::{
+        Shared,
+        SharedLock, //
     },
     table::{
         parse_options,

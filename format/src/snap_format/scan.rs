@@ -4,12 +4,12 @@
 
 #[cfg(doc)]
 use super::{
+    committer::Committer, //
     duplicates::{
         find_new_chunk,
         in_order_bound,
         ChunkBits, //
     },
-    pstore::Pstore, //
 };
 use super::{
     error::{
@@ -141,7 +141,7 @@ enum ScanPhase {
 /// | `new_chunk` at/after the end of the COW device (whole chunks), which also covers values of 2^56 and above that would corrupt dm's consecutive-chunk count | no | [`Error::NewChunkBeyondDevice`] |
 /// | `old_chunk` past the largest possible block device (2^63-1 bytes) or past 56 bits | no | [`Error::OldChunkTooLarge`] |
 /// | an area to read lies beyond the device end (previous area full) | no (its read fails) | [`Error::AreaBeyondDevice`] before any read |
-/// | nonzero bytes in/after the end-marker record | no (ignored) | ignored as in C, reported as [`Warning::GarbageAfterEndMarker`], cleared by [`Pstore::from_scan`] and written back before the first commit's record ([`Pstore::cleanup_write`]), never at activation, so that no later crash can revive them |
+/// | nonzero bytes in/after the end-marker record | no (ignored) | ignored as in C, reported as [`Warning::GarbageAfterEndMarker`], cleared by [`Committer::from_scan`] and written back before the first commit's record ([`Committer::commit_exception`]), never at activation, so that no later crash can revive them |
 /// | duplicate `new_chunk` | no | [`Error::DuplicateNewChunk`], found by the caller with [`ChunkBits`] (one bit per chunk below [`in_order_bound`], a sorted list for the records beyond it) and named with [`find_new_chunk`] |
 /// | duplicate `old_chunk` | no | not checked, as with C: which mapping dm-snapshot's hash table returns depends on the order in the slot |
 /// | `new_chunk` outside the stretch of its own area | no | not checked: stores written by old kernels committed out of order |
@@ -382,7 +382,7 @@ fn garbage_after(area: &[u8], area_index: u64, end: u32) -> Option<Warning> {
 /// Runs a whole activation scan, reading each area into `area` with
 /// `read_chunk(chunk, buf)` and forwarding exceptions to `visit`. On
 /// success `area` holds the last, partial area, ready for
-/// [`Pstore::from_scan`].
+/// [`Committer::from_scan`].
 ///
 /// C: `read_exceptions()` (without the read-ahead).
 ///

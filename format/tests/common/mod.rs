@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::indexing_slicing)]
 
 use snap_format::*;
+use std::cell::RefCell;
 
 /// Layout for a chunk size in sectors (512-byte blocks).
 pub fn layout(sectors: u32) -> Layout {
@@ -104,61 +105,180 @@ pub fn scan(img: &[u8], l: Layout) -> Result<(ScanResult, Vec<Exception>, Vec<u8
     Ok((r, seen, area))
 }
 
-/// What [`merge_prepare`] found: [`PrepareMerge`] with the run already
-/// looked up in the area buffer, as the kernel store does it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Prep {
-    Done,
-    ReadArea(AreaIo),
-    Run(MergeRun),
+/// The "spinlock" of a store under test.
+#[derive(Debug)]
+pub struct Locked(pub RefCell<Shared>);
+
+impl SharedLock for Locked {
+    fn with<R>(&self, f: impl FnOnce(&mut Shared) -> R) -> R {
+        f(&mut self.0.borrow_mut())
+    }
 }
 
-/// `prepare_merge`, then (outside the state) the run search and
-/// `merge_run_found`.
-pub fn merge_prepare(s: &mut Pstore, area: &[u8]) -> Result<Prep, Error> {
-    Ok(match s.prepare_merge()? {
-        PrepareMerge::Done => Prep::Done,
-        PrepareMerge::ReadArea(io) => Prep::ReadArea(io),
-        PrepareMerge::FindRun(q) => {
-            let run = q.find(area)?;
-            s.merge_run_found(&run)?;
-            Prep::Run(run)
+impl Locked {
+    /// A copy of the state.
+    pub fn get(&self) -> Shared {
+        self.0.borrow().clone()
+    }
+}
+
+/// Completions: numbers, queued up to a capacity.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Queue {
+    pub done: Vec<u32>,
+    pub cap: usize,
+}
+
+impl Queue {
+    pub fn with_capacity(cap: usize) -> Self {
+        Self { done: vec![], cap }
+    }
+}
+
+impl Batch for Queue {
+    type Completion = u32;
+    fn push(&mut self, done: u32) -> Result<(), u32> {
+        if self.done.len() >= self.cap {
+            return Err(done);
         }
-    })
-}
-
-/// The previous area, read into `area`: checked, accepted, and its last
-/// run found.
-pub fn merge_read(s: &mut Pstore, area: &[u8], cow_sectors: u64) -> Result<MergeRun, Error> {
-    let prev = s.current_area().checked_sub(1).ok_or(Error::MergeState)?;
-    let checked = s.layout().check_full_area(prev, area, cow_sectors)?;
-    let run = s.merge_area_read(checked)?.find(area)?;
-    s.merge_run_found(&run)?;
-    Ok(run)
-}
-
-/// `commit_merge` with the caller's clearing of the merged records.
-pub fn merge_commit(s: &mut Pstore, area: &mut [u8], n: u32) -> Result<AreaWrite, Error> {
-    if area.len() as u64 != u64::from(s.layout().chunk_bytes()) {
-        return Err(Error::BufferSize {
-            expected: u64::from(s.layout().chunk_bytes()),
-            actual: area.len() as u64,
-        });
+        self.done.push(done);
+        Ok(())
     }
-    let m = s.commit_merge(n)?;
-    area[m.clear].fill(0);
-    Ok(m.write)
+    fn len(&self) -> usize {
+        self.done.len()
+    }
 }
 
-/// `commit_io_done` with the caller's zeroing of the area buffer when the
-/// store moves to the next area.
-pub fn io_done(s: &mut Pstore, area: &mut [u8], ok: bool) -> Result<CommitStep, Error> {
-    let step = s.commit_io_done(ok)?;
-    if let CommitStep::Complete {
-        clear_area: true, ..
-    } = step
-    {
-        area.fill(0);
+/// A store under test: its shared state and committer.
+pub type TestCommitter = Committer<Vec<u8>, Queue>;
+
+/// One metadata I/O of [`MemDev`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Read(AreaIo),
+    Write(AreaWrite),
+    Zero(AreaIo),
+    Header(DiskHeader),
+}
+
+/// An in-memory COW device: the image, the I/O done on it, what was
+/// reported, and failures to inject (each applies to every call of its
+/// kind until reset; a failed call writes nothing).
+#[derive(Clone, Debug, Default)]
+pub struct MemDev {
+    pub img: Vec<u8>,
+    pub ops: Vec<Op>,
+    pub reports: Vec<Error>,
+    pub fail_read: bool,
+    pub fail_write: bool,
+    pub fail_zero: bool,
+    pub fail_header: bool,
+}
+
+impl MemDev {
+    pub fn new(img: Vec<u8>) -> Self {
+        Self {
+            img,
+            ..Self::default()
+        }
     }
-    Ok(step)
+
+    fn range(&self, sector: u64, sectors: u32) -> Option<std::ops::Range<usize>> {
+        let s = usize::try_from(sector * 512).ok()?;
+        let e = s + usize::try_from(sectors).ok()? * 512;
+        (e <= self.img.len()).then_some(s..e)
+    }
+}
+
+impl MetadataIo for MemDev {
+    type Area = Vec<u8>;
+    fn cow_sectors(&self) -> u64 {
+        sectors(&self.img)
+    }
+    fn read_area(&mut self, io: AreaIo, area: &mut Vec<u8>) -> Result<(), IoError> {
+        self.ops.push(Op::Read(io));
+        match self.range(io.sector, io.sectors) {
+            Some(r) if !self.fail_read && r.len() == area.len() => {
+                area.copy_from_slice(&self.img[r]);
+                Ok(())
+            }
+            _ => Err(IoError(errno::EIO)),
+        }
+    }
+    fn write_area(&mut self, w: &AreaWrite, area: &Vec<u8>) -> Result<(), IoError> {
+        self.ops.push(Op::Write(*w));
+        match (self.range(w.sector, w.sectors), w.bytes(area)) {
+            (Some(r), Some(b)) if !self.fail_write && r.len() == b.len() => {
+                self.img[r].copy_from_slice(b);
+                Ok(())
+            }
+            _ => Err(IoError(errno::EIO)),
+        }
+    }
+    fn zero_area(&mut self, io: AreaIo) -> Result<(), IoError> {
+        self.ops.push(Op::Zero(io));
+        match self.range(io.sector, io.sectors) {
+            Some(r) if !self.fail_zero => {
+                self.img[r].fill(0);
+                Ok(())
+            }
+            _ => Err(IoError(errno::EIO)),
+        }
+    }
+    fn write_header(&mut self, header: DiskHeader) -> Result<(), IoError> {
+        self.ops.push(Op::Header(header));
+        let mut chunk = vec![0u8; header.chunk_size as usize * 512];
+        header.encode(&mut chunk).unwrap();
+        match self.range(0, header.chunk_size) {
+            Some(r) if !self.fail_header => {
+                self.img[r].copy_from_slice(&chunk);
+                Ok(())
+            }
+            _ => Err(IoError(errno::EIO)),
+        }
+    }
+    fn report(&mut self, error: &Error) {
+        self.reports.push(*error);
+    }
+}
+
+/// A zeroed area buffer: one chunk.
+pub fn area_buffer(l: Layout) -> Vec<u8> {
+    vec![0u8; usize::try_from(l.chunk_bytes()).unwrap()]
+}
+
+/// A store loaded from `img` by a scan, as the kernel loads it.
+pub fn load(img: &[u8], l: Layout, wb: LogicalBlockSize) -> (Locked, TestCommitter) {
+    let (r, _, area) = scan(img, l).unwrap();
+    let q = Queue::with_capacity(batch_capacity(l) as usize);
+    let (s, c) = Committer::from_scan(l, wb, &r, area, q).unwrap();
+    (Locked(RefCell::new(s)), c)
+}
+
+/// A device of `chunks` chunks holding a new store: a valid header and a
+/// zeroed area 0.
+pub fn new_dev(l: Layout, chunks: u64) -> MemDev {
+    MemDev::new(store_image(l, chunks, &[vec![]]))
+}
+
+/// `prepare_exception` under the lock.
+pub fn prepare(s: &Locked, cow_sectors: u64) -> Result<u64, Error> {
+    s.with(|s| s.prepare_exception(cow_sectors))
+}
+
+/// Takes the queued completions after [`Commit::Due`], as the kernel store
+/// does, leaving an empty queue of the same capacity.
+pub fn take_batch(c: &mut TestCommitter) -> Vec<u32> {
+    let cap = c.batch().cap;
+    c.replace_batch(Queue::with_capacity(cap)).done
+}
+
+/// The writes among `ops`.
+pub fn writes(ops: &[Op]) -> Vec<AreaWrite> {
+    ops.iter()
+        .filter_map(|op| match op {
+            Op::Write(w) => Some(*w),
+            _ => None,
+        })
+        .collect()
 }
