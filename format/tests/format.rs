@@ -127,7 +127,10 @@ fn logical_block_sizes_must_be_powers_of_two_from_512() {
     }
     for bad in [0u32, 1, 256, 511, 513, 3000, 1 << 31] {
         let e = LogicalBlockSize::new(bad).unwrap_err();
-        assert_eq!(e, Error::InvalidBlockSize { bytes: bad });
+        assert_eq!(e, Error::InvalidBlockSize {
+                bytes: bad,
+                max: MAX_CHUNK_BYTES
+            });
         assert_eq!(e.errno(), errno::EINVAL);
     }
     assert_eq!(LogicalBlockSize::new(4096).unwrap().sectors(), 8);

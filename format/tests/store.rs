@@ -89,7 +89,10 @@ fn construction_refuses_bad_buffers_and_write_blocks() {
     ));
     assert!(matches!(
         Committer::new_snapshot(l, lbs(1024), vec![0u8; 512], q()),
-        Err(Error::InvalidBlockSize { bytes: 1024 })
+        Err(Error::InvalidBlockSize {
+            bytes: 1024,
+            max: 512
+        })
     ));
     let r = ScanResult {
         current_area: 0,
@@ -108,7 +111,10 @@ fn construction_refuses_bad_buffers_and_write_blocks() {
     };
     assert!(matches!(
         Committer::from_scan(l, lbs(1024), &r, vec![0u8; 512], q()),
-        Err(Error::InvalidBlockSize { bytes: 1024 })
+        Err(Error::InvalidBlockSize {
+            bytes: 1024,
+            max: 512
+        })
     ));
 }
 

@@ -68,7 +68,10 @@ impl LogicalBlockSize {
             // INVARIANT: checked just above.
             Ok(Self { bytes })
         } else {
-            Err(Error::InvalidBlockSize { bytes })
+            Err(Error::InvalidBlockSize {
+                bytes,
+                max: MAX_CHUNK_BYTES,
+            })
         }
     }
 

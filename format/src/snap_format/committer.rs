@@ -7,7 +7,6 @@
 use super::error::Warning;
 use super::{
     chunk_size::LogicalBlockSize,
-    convert::exception_offset,
     error::Error,
     header::DiskHeader,
     layout::{
@@ -20,6 +19,7 @@ use super::{
     },
     records::{
         clear_exception,
+        exception_offset,
         read_exception,
         write_exception,
         Exception, //
@@ -210,6 +210,7 @@ impl<A: DerefMut<Target = [u8]>, B: Batch> Committer<A, B> {
         if write_block.bytes() > layout.chunk_bytes() {
             return Err(Error::InvalidBlockSize {
                 bytes: write_block.bytes(),
+                max: layout.chunk_bytes(),
             });
         }
         area.fill(0);
@@ -328,6 +329,7 @@ impl<A: DerefMut<Target = [u8]>, B: Batch> Committer<A, B> {
         if write_block.bytes() > layout.chunk_bytes() {
             return Err(Error::InvalidBlockSize {
                 bytes: write_block.bytes(),
+                max: layout.chunk_bytes(),
             });
         }
         let mut c = Self {

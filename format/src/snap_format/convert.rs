@@ -3,16 +3,9 @@
 //! Small conversion helpers (no `as`): integer widths and little-endian
 //! fields of byte buffers.
 
-use super::records::DISK_EXCEPTION_SIZE;
-
 /// `u32` to `usize`; `None` only on targets with a 16-bit `usize`.
 pub(super) fn usize_of(v: u32) -> Option<usize> {
     usize::try_from(v).ok()
-}
-
-/// Byte offset of exception `index` inside an area.
-pub(super) fn exception_offset(index: u32) -> Option<usize> {
-    usize_of(index)?.checked_mul(DISK_EXCEPTION_SIZE)
 }
 
 pub(super) fn le32(bytes: &[u8], at: usize) -> Option<u32> {

@@ -3,7 +3,6 @@
 //! Errors and warnings of the format core, with the [`errno`] values they
 //! carry and the C store's log [`messages`].
 
-use super::chunk_size::MAX_CHUNK_BYTES;
 #[cfg(doc)]
 use super::{
     header::{
@@ -175,12 +174,15 @@ pub enum Error {
         /// Why it was refused.
         reason: ChunkSizeError,
     },
-    /// A logical block size is not a power of two in `512..=2^30` bytes.
+    /// A logical block size is not a power of two between 512 bytes and
+    /// `max` (the largest chunk, or the chunk a write block must fit).
     ///
     /// No C counterpart (the kernel guarantees it), `-EINVAL`.
     InvalidBlockSize {
         /// The block size given, in bytes.
         bytes: u32,
+        /// The largest size allowed there, in bytes.
+        max: u32,
     },
     /// A buffer handed to the core has the wrong length.
     ///
@@ -475,9 +477,9 @@ impl fmt::Display for Error {
                 "COW device of {cow_sectors} sectors is smaller than one chunk ({chunk_size} sectors)"
             ),
             Self::InvalidChunkSize { reason, .. } => write!(f, "{reason}"),
-            Self::InvalidBlockSize { bytes } => write!(
+            Self::InvalidBlockSize { bytes, max } => write!(
                 f,
-                "logical block size {bytes} is not a power of two between 512 and {MAX_CHUNK_BYTES} bytes"
+                "logical block size {bytes} is not a power of two between 512 and {max} bytes"
             ),
             Self::BufferSize { expected, actual } => {
                 write!(f, "buffer is {actual} bytes, expected {expected}")

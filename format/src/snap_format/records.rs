@@ -4,15 +4,20 @@
 //! its reading and writing inside an area buffer.
 
 use super::convert::{
-    exception_offset,
     le64,
-    put, //
+    put,
+    usize_of, //
 };
 
 /// Size in bytes of one on-disk exception record.
 ///
 /// C: `sizeof(struct disk_exception)`.
 pub const DISK_EXCEPTION_SIZE: usize = 16;
+
+/// Byte offset of exception `index` inside an area.
+pub(super) fn exception_offset(index: u32) -> Option<usize> {
+    usize_of(index)?.checked_mul(DISK_EXCEPTION_SIZE)
+}
 
 /// One exception: `old_chunk` of the origin is saved in `new_chunk` of the
 /// COW device.
