@@ -62,7 +62,7 @@ n=${n:-10000000}
 [ "$rounds" -ge 1 ] && [ "$n" -ge 1 ] || die "rounds and N must be positive"
 command -v /usr/bin/time >/dev/null || die "GNU time (/usr/bin/time) is missing: scripts/install-deps.sh installs it"
 
-(cd "$TOP" && cargo build --release --locked -q -p dm-snap-tools -p dm-snap-crash) || die "building the tools failed"
+(cd "$TOP" && cargo build --release --locked -q -p dm-snap-tools -p dm-snap-testkit) || die "building the tools failed"
 BIN=$TOP/target/release
 work=$(mktemp -d "${TMPDIR:-/tmp}/bench-tools.XXXXXX")
 trap 'rm -rf "$work"' EXIT

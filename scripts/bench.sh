@@ -51,7 +51,7 @@ while [ $# -gt 0 ]; do
 	shift
 done
 
-(cd "$TOP" && cargo build --release --locked -q -p dm-snap-crash -p dm-snap-tools -p dm-snap-bench) ||
+(cd "$TOP" && cargo build --release --locked -q -p dm-snap-testkit -p dm-snap-tools -p dm-snap-bench) ||
 	die "building the tools failed"
 KDIR=$("$TOP/scripts/build-kernel.sh")
 export KDIR

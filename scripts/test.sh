@@ -148,7 +148,7 @@ if [ "$host_only" -eq 0 ]; then
 	# --- the guest tests run the crash tools and snap_* optimised: they
 	# rebuild and check hundreds of device images, and a million exceptions,
 	# under TCG (a debug snap_restore alone takes minutes there)
-	check "guest tools build (release)" sh -c "cd '$TOP' && cargo build --release --locked -p dm-snap-crash -p dm-snap-tools"
+	check "guest tools build (release)" sh -c "cd '$TOP' && cargo build --release --locked -p dm-snap-testkit -p dm-snap-tools"
 	log "guest tests"
 	export DMSNAP_RESULTS=${DMSNAP_RESULTS:-$TOP/tests/results/$(date +%Y%m%d-%H%M%S)}
 	out=$(mktemp)

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Hostile COW images load under our store exactly as the format core says
-# they must, and never hurt the kernel. hostile_load (crash/) takes every
+# they must, and never hurt the kernel. hostile_load (testkit/) takes every
 # image of the parse_cow fuzz corpus (format/fuzz/corpus/parse_cow, with the
 # table chunk size of its control byte) and 240 mutants of valid stores of
 # 512-byte, 1 KiB and 4 KiB chunks over two or three areas, made by 32
-# kinds of damage (crash/src/hostile.rs: header fields and bit flips,
+# kinds of damage (testkit/src/hostile.rs: header fields and bit flips,
 # truncations, zeroed, torn, stale, random, copied and swapped areas,
 # garbage after the end marker, records zeroed, duplicated, swapped, with
 # bits flipped or pointing beyond the end or at metadata, and more). Each

@@ -65,8 +65,8 @@ _run_cleanups() {
 }
 trap _run_cleanups EXIT
 
-# --- the crash/ crate's tools
-# crash_bin TOOL...: copies every TOOL from the crash/ crate's build
+# --- the testkit/ crate's tools
+# crash_bin TOOL...: copies every TOOL from the testkit/ crate's build
 # directory (release, else debug) into the guest's own memory and sets BIN
 # to that copy; skips the test without one. The tests run these tools
 # hundreds of times, and under TCG each exec over the host's 9p share costs
@@ -88,7 +88,7 @@ crash_bin() {
 			return 0
 		fi
 	done
-	skip "no $* in $TOP/target/{release,debug}: run 'cargo build --release -p dm-snap-crash' on the host"
+	skip "no $* in $TOP/target/{release,debug}: run 'cargo build --release -p dm-snap-testkit' on the host"
 }
 
 # --- kernel reports

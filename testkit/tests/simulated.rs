@@ -6,17 +6,6 @@
 //! the origin write go loses nothing at any point; one that lets the origin
 //! write reach the disk first is caught, and so is a dropped commit.
 
-use snap_crash::log::Log;
-use snap_crash::log::LogBuilder;
-use snap_crash::log::FLUSH;
-use snap_crash::log::FUA;
-use snap_crash::oracle::Oracle;
-use snap_crash::replay::crash_points;
-use snap_crash::replay::Geometry;
-use snap_crash::replay::PointOptions;
-use snap_crash::replay::Replayer;
-use snap_crash::tag::Kind;
-use snap_crash::tag::Tag;
 use snap_format::read_header;
 use snap_format::scan_areas;
 use snap_format::BlockSizes;
@@ -24,9 +13,29 @@ use snap_format::ChunkSize;
 use snap_format::DiskHeader;
 use snap_format::Exception;
 use snap_format::HeaderDecision;
+use snap_format::Layout;
 use snap_format::TableChunkSize;
+use snap_format::INITIAL_NEXT_FREE;
+use snap_format::SECTOR_SIZE;
+use snap_testkit::log::Log;
+use snap_testkit::log::LogBuilder;
+use snap_testkit::log::FLUSH;
+use snap_testkit::log::FUA;
+use snap_testkit::oracle::Oracle;
+use snap_testkit::replay::crash_points;
+use snap_testkit::replay::Geometry;
+use snap_testkit::replay::PointOptions;
+use snap_testkit::replay::Replayer;
+use snap_testkit::tag::Kind;
+use snap_testkit::tag::Tag;
 
-const CHUNK: u64 = 4096;
+/// The simulated store's layout: 4 KiB chunks.
+const LAYOUT: Layout = Layout::new(match ChunkSize::new(8, BlockSizes::SECTOR) {
+    Ok(c) => c,
+    Err(_) => panic!("8 sectors is a chunk size"),
+});
+const CHUNK: u64 = LAYOUT.chunk_bytes() as u64;
+const SECTOR: usize = SECTOR_SIZE as usize;
 const GEO: Geometry = Geometry {
     origin_start: 0,
     origin_len: 8 * CHUNK,
@@ -38,7 +47,7 @@ const GEO: Geometry = Geometry {
 /// store would give it; `None` if the store is invalid.
 fn view(origin: &[u8], cow: &[u8]) -> Option<Vec<u8>> {
     let table = TableChunkSize::new(8, BlockSizes::SECTOR).unwrap();
-    let layout = match read_header(&cow[..512], table, BlockSizes::SECTOR, |_| {}).unwrap() {
+    let layout = match read_header(&cow[..SECTOR], table, BlockSizes::SECTOR, |_| {}).unwrap() {
         HeaderDecision::New(_) => return Some(origin.to_vec()),
         HeaderDecision::Invalid(_) => return None,
         HeaderDecision::Valid(l) => l,
@@ -50,7 +59,7 @@ fn view(origin: &[u8], cow: &[u8]) -> Option<Vec<u8>> {
         buf.copy_from_slice(cow.get(at..at + buf.len()).ok_or(5)?);
         Ok(())
     };
-    scan_areas(layout, cow.len() as u64 / 512, &mut area, read, |e| {
+    scan_areas(layout, (cow.len() / SECTOR) as u64, &mut area, read, |e| {
         exceptions.push(e);
         Ok(())
     })
@@ -84,14 +93,15 @@ fn simulated_log(commit_first: bool) -> Log {
         .collect();
     b.write(0, 0, &pattern).flush().mark("setup-done");
     // A new store: zeroed area 0, then the header.
-    b.write(GEO.cow_start + CHUNK, 0, &[0u8; CHUNK as usize])
-        .flush();
-    let mut header = vec![0u8; 512];
-    let chunk = ChunkSize::new(8, BlockSizes::SECTOR).unwrap();
-    DiskHeader::new(true, chunk).encode(&mut header).unwrap();
+    let area0 = GEO.cow_start + LAYOUT.area_location(0).unwrap() * CHUNK;
+    b.write(area0, 0, &[0u8; CHUNK as usize]).flush();
+    let mut header = vec![0u8; SECTOR];
+    DiskHeader::new(true, LAYOUT.chunk_size())
+        .encode(&mut header)
+        .unwrap();
     b.write(GEO.cow_start, FLUSH | FUA, &header);
     let mut area = vec![0u8; CHUNK as usize];
-    let mut next_new = 2u64;
+    let mut next_new = INITIAL_NEXT_FREE;
     let mut excepted = Vec::new();
     for (id, c) in [(1u64, 3u64), (2, 5), (3, 3)] {
         let data = Tag {
@@ -125,7 +135,7 @@ fn simulated_log(commit_first: bool) -> Log {
         )
         .unwrap();
         if commit_first {
-            b.flush().write(GEO.cow_start + CHUNK, FUA, &area[..512]);
+            b.flush().write(area0, FUA, &area[..SECTOR]);
             b.mark(&format!("ack-{id}"))
                 .write(c * CHUNK, 0, &data)
                 .flush();
@@ -133,7 +143,7 @@ fn simulated_log(commit_first: bool) -> Log {
             b.write(c * CHUNK, 0, &data)
                 .flush()
                 .mark(&format!("ack-{id}"));
-            b.write(GEO.cow_start + CHUNK, FUA, &area[..512]);
+            b.write(area0, FUA, &area[..SECTOR]);
         }
         excepted.push(c);
         next_new += 1;

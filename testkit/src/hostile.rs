@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-only
 
-//! Hostile COW images: the pure half of `hostile_load`, which loads every
-//! image of the fuzz corpus and a few hundred mutants of valid stores under
-//! the snapshot target and compares what the kernel did with what the
-//! format core says it must do.
+//! Hostile COW images for `hostile_load`, which loads every image of the
+//! fuzz corpus and a few hundred mutants of valid stores under the snapshot
+//! target and compares what the kernel did with what the format core says
+//! it must do.
 //!
 //! - [`corpus_image`]: the image and table chunk size of a fuzz input.
 //! - [`bases`] and [`mutants`]: valid stores built with the format core's
@@ -16,8 +16,12 @@
 //! - [`judge`]: the comparison of that verdict with what the kernel did.
 //! - [`repaired`]: the store `snap_dump --repair` and `snap_restore` make of
 //!   a damaged image, which the kernel must load as it is.
+//! - [`load`]: the loader itself, which puts each image under the snapshot
+//!   target.
 
 #![forbid(unsafe_code)]
+
+pub mod load;
 
 use std::fmt;
 use std::io;
@@ -34,7 +38,9 @@ use snap_format::Layout;
 use snap_format::TableChunkSize;
 use snap_format::Usage;
 use snap_format::DISK_EXCEPTION_SIZE;
+use snap_format::DISK_HEADER_SIZE;
 use snap_format::INITIAL_NEXT_FREE;
+use snap_format::SECTOR_SIZE;
 use snap_format::SNAP_MAGIC;
 use snap_tools::check::check;
 use snap_tools::check::CheckOptions;
@@ -50,7 +56,7 @@ use snap_tools::restore::RestoreOptions;
 use crate::tag::Rng;
 
 /// Bytes in a sector: a COW device is a whole number of them.
-pub const SECTOR: usize = 512;
+pub const SECTOR: usize = SECTOR_SIZE as usize;
 
 /// Mutants `hostile_load` makes unless told otherwise.
 pub const DEFAULT_MUTANTS: usize = 240;
@@ -390,8 +396,15 @@ fn flip_bits(image: &mut [u8], start: usize, span: usize, count: u64, rng: &mut 
     format!("bits {} flipped", bits.join(","))
 }
 
-fn set_u32(image: &mut [u8], at: usize, v: u32) {
-    image[at..at + 4].copy_from_slice(&v.to_le_bytes());
+/// Changes a field of the header of `image`, re-encoded by the format core
+/// (the bytes after the header are left alone).
+fn set_header(image: &mut [u8], edit: impl FnOnce(&mut DiskHeader)) {
+    let bytes = &mut image[..DISK_HEADER_SIZE];
+    // The header of a base always decodes and encodes: it is whole.
+    if let Ok(mut header) = DiskHeader::decode(bytes) {
+        edit(&mut header);
+        let _ = header.encode(bytes);
+    }
 }
 
 /// Chunk sizes (sectors) a [`Mutation::ChunkSizeField`] writes: refused by
@@ -429,7 +442,9 @@ fn mutate(base: &Base, kind: Mutation, rng: &mut Rng) -> Mutant {
     };
     let old = base.record(&bytes, k).unwrap_or_default();
     let what = match kind {
-        Mutation::HeaderBitFlip => flip_bits(&mut bytes, 0, 16, 1 + rng.below(3), rng),
+        Mutation::HeaderBitFlip => {
+            flip_bits(&mut bytes, 0, DISK_HEADER_SIZE, 1 + rng.below(3), rng)
+        }
         Mutation::AreaBitFlip => {
             let a = rng.below(last_area + 1);
             let used = if a < last_area {
@@ -489,7 +504,7 @@ fn mutate(base: &Base, kind: Mutation, rng: &mut Rng) -> Mutant {
         }
         Mutation::ChunkSizeField => {
             let v = rng.pick(&CHUNK_SIZE_FIELDS);
-            set_u32(&mut bytes, 12, v);
+            set_header(&mut bytes, |h| h.chunk_size = v);
             format!("chunk size {v}")
         }
         Mutation::OldChunkTooLarge => {
@@ -504,17 +519,17 @@ fn mutate(base: &Base, kind: Mutation, rng: &mut Rng) -> Mutant {
         }
         Mutation::ValidField => {
             let v = rng.pick(&[0, 2, 0x100, u32::MAX]);
-            set_u32(&mut bytes, 4, v);
+            set_header(&mut bytes, |h| h.valid = v);
             format!("valid {v}")
         }
         Mutation::MagicField => {
             let v = rng.pick(&[0, SNAP_MAGIC ^ 1, SNAP_MAGIC.swap_bytes(), u32::MAX]);
-            set_u32(&mut bytes, 0, v);
+            set_header(&mut bytes, |h| h.magic = v);
             format!("magic {v:#x}")
         }
         Mutation::VersionField => {
             let v = rng.pick(&[0, 2, 0x100, u32::MAX]);
-            set_u32(&mut bytes, 8, v);
+            set_header(&mut bytes, |h| h.version = v);
             format!("version {v}")
         }
         Mutation::ZeroedHeader => {

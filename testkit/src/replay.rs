@@ -18,8 +18,12 @@
 //!
 //! [`Replayer`] keeps the images in memory and applies the log forward, so
 //! points must be visited in the order [`crash_points`] gives.
+//!
+//! [`kernel`] loads each point in the kernel (`crash_replay`).
 
 #![forbid(unsafe_code)]
+
+pub mod kernel;
 
 use std::borrow::Cow;
 use std::collections::HashMap;

@@ -588,10 +588,12 @@ mod tests {
         let mut cow = vec![0u8; COW];
         let chunk = ChunkSize::new(sectors, BlockSizes::SECTOR).unwrap();
         DiskHeader::new(valid, chunk)
-            .encode(&mut cow[..512])
+            .encode(&mut cow[..SECTOR])
             .unwrap();
-        let bytes = sectors as usize * 512;
-        let area = &mut cow[bytes..2 * bytes];
+        let layout = Layout::new(chunk);
+        let bytes = layout.chunk_bytes() as usize;
+        let at = layout.area_location(0).unwrap() as usize * bytes;
+        let area = &mut cow[at..at + bytes];
         for (i, &e) in exceptions.iter().enumerate() {
             write_exception(area, i as u32, e).unwrap();
         }

@@ -8,32 +8,40 @@
 //! treated as a plain write (the self-test of `crash_replay
 //! --plain-commit`).
 
-use snap_crash::judge::Judge;
-use snap_crash::judge::Judgement;
-use snap_crash::log::Log;
-use snap_crash::log::LogBuilder;
-use snap_crash::log::FLUSH;
-use snap_crash::log::FUA;
-use snap_crash::oracle::Cut;
-use snap_crash::oracle::Oracle;
-use snap_crash::replay::ack_marks;
-use snap_crash::replay::commit_writes;
-use snap_crash::replay::Geometry;
-use snap_crash::replay::Images;
-use snap_crash::subset::Model;
-use snap_crash::subset::ModelOptions;
-use snap_crash::subset::SubsetJudge;
-use snap_crash::subset::DEFAULT_SEED;
-use snap_crash::tag::Kind;
-use snap_crash::tag::Rng;
-use snap_crash::tag::Tag;
 use snap_format::write_exception;
 use snap_format::BlockSizes;
 use snap_format::ChunkSize;
 use snap_format::DiskHeader;
 use snap_format::Exception;
+use snap_format::Layout;
+use snap_format::INITIAL_NEXT_FREE;
+use snap_format::SECTOR_SIZE;
+use snap_testkit::judge::Judge;
+use snap_testkit::judge::Judgement;
+use snap_testkit::log::Log;
+use snap_testkit::log::LogBuilder;
+use snap_testkit::log::FLUSH;
+use snap_testkit::log::FUA;
+use snap_testkit::oracle::Cut;
+use snap_testkit::oracle::Oracle;
+use snap_testkit::replay::ack_marks;
+use snap_testkit::replay::commit_writes;
+use snap_testkit::replay::Geometry;
+use snap_testkit::replay::Images;
+use snap_testkit::subset::Model;
+use snap_testkit::subset::ModelOptions;
+use snap_testkit::subset::SubsetJudge;
+use snap_testkit::subset::DEFAULT_SEED;
+use snap_testkit::tag::Kind;
+use snap_testkit::tag::Rng;
+use snap_testkit::tag::Tag;
 
-const CHUNK: u64 = 4096;
+/// The simulated store's layout: 4 KiB chunks.
+const LAYOUT: Layout = Layout::new(match ChunkSize::new(8, BlockSizes::SECTOR) {
+    Ok(c) => c,
+    Err(_) => panic!("8 sectors is a chunk size"),
+});
+const CHUNK: u64 = LAYOUT.chunk_bytes() as u64;
 const GEO: Geometry = Geometry {
     origin_start: 0,
     origin_len: 64 * CHUNK,
@@ -90,11 +98,14 @@ fn simulated_log(writes: u64, depth: u64, commit_first: bool, seed: u64) -> Log 
     let chunks = GEO.origin_len / CHUNK;
     let pattern: Vec<u8> = (0..chunks).flat_map(|c| tag(Kind::Pattern, 0, c)).collect();
     r.b.write(0, 0, &pattern).flush().mark("setup-done");
-    // A new store: zeroed area 0, then the header.
-    r.plain(GEO.cow_start + CHUNK, vec![0u8; CHUNK as usize]);
-    let mut header = vec![0u8; 512];
-    let chunk = ChunkSize::new(8, BlockSizes::SECTOR).unwrap();
-    DiskHeader::new(true, chunk).encode(&mut header).unwrap();
+    // A new store: zeroed area 0, then the header. The exceptions all fit
+    // area 0: its data chunks follow it.
+    let area0 = GEO.cow_start + LAYOUT.area_location(0).unwrap() * CHUNK;
+    r.plain(area0, vec![0u8; CHUNK as usize]);
+    let mut header = vec![0u8; SECTOR_SIZE as usize];
+    DiskHeader::new(true, LAYOUT.chunk_size())
+        .encode(&mut header)
+        .unwrap();
     r.flush_write(GEO.cow_start, FLUSH | FUA, &header);
     let mut area = vec![0u8; CHUNK as usize];
     let mut excepted = Vec::new();
@@ -110,7 +121,7 @@ fn simulated_log(writes: u64, depth: u64, commit_first: bool, seed: u64) -> Log 
             if excepted.contains(&c) {
                 continue;
             }
-            let new_chunk = 2 + excepted.len() as u64;
+            let new_chunk = INITIAL_NEXT_FREE + excepted.len() as u64;
             r.plain(GEO.cow_start + new_chunk * CHUNK, tag(Kind::Pattern, 0, c));
             let e = Exception {
                 old_chunk: c,
@@ -124,7 +135,7 @@ fn simulated_log(writes: u64, depth: u64, commit_first: bool, seed: u64) -> Log 
             origin_writes(&mut r, &batch);
         }
         if copies {
-            r.flush_write(GEO.cow_start + CHUNK, FLUSH | FUA, &area);
+            r.flush_write(area0, FLUSH | FUA, &area);
         }
         if commit_first {
             origin_writes(&mut r, &batch);
