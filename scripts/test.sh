@@ -164,6 +164,12 @@ if [ "$host_only" -eq 0 ]; then
 		while read -r name; do failures+=("guest: $name"); done < <(sed -n 's/^FAIL \([^:]*\):.*/\1/p' "$out")
 	fi
 	rm -f "$out"
+	# The figures the guest tests measured, in one file that the documents
+	# name: each store's crash-replay totals, and every line a test marks
+	# "figure: ".
+	grep -h -E '^(crash-replay|crash-subsets) (c|ours): |^figure: ' "$DMSNAP_RESULTS"/*.log 2>/dev/null |
+		sed 's/^figure: //' > "$DMSNAP_RESULTS/figures.txt" || true
+	log "figures of this run: $DMSNAP_RESULTS/figures.txt"
 	# The host half of the store benchmark, on the records its smoke test
 	# left (scripts/bench.sh --report), when that test was run.
 	smoke=bench-stores-smoke-measures-every-workload-on-every-store

@@ -37,7 +37,10 @@ blocks_differing() {
 # compare WHAT DEV EXPECTED: prints "WHAT: N mismatched blocks".
 compare() {
 	dd if="$2" of="$TMP/actual" bs=1M iflag=direct status=none
-	echo "$1: $(blocks_differing "$TMP/actual" "$3") mismatched blocks"
+	local n
+	n=$(blocks_differing "$TMP/actual" "$3")
+	echo "$1: $n mismatched blocks"
+	echo "figure: many snapshots, $1: $n mismatched blocks"
 }
 
 # fs_write TAG N: N files of 4 to 64 KiB of random data in the origin's
