@@ -200,10 +200,11 @@ pub struct Committer<A, B> {
 }
 
 impl<A: DerefMut<Target = [u8]>, B: Batch> Committer<A, B> {
+    /// The committer of an empty area 0, holding `area` as it is.
     fn with(
         layout: Layout,
         write_block: LogicalBlockSize,
-        mut area: A,
+        area: A,
         batch: B,
     ) -> Result<Self, Error> {
         layout.check_area_len(area.len())?;
@@ -213,7 +214,6 @@ impl<A: DerefMut<Target = [u8]>, B: Batch> Committer<A, B> {
                 max: layout.chunk_bytes(),
             });
         }
-        area.fill(0);
         Ok(Self {
             layout,
             write_block,
@@ -246,7 +246,8 @@ impl<A: DerefMut<Target = [u8]>, B: Batch> Committer<A, B> {
         area: A,
         batch: B,
     ) -> Result<(Shared, Self), Error> {
-        let c = Self::with(layout, write_block, area, batch)?;
+        let mut c = Self::with(layout, write_block, area, batch)?;
+        c.area.fill(0);
         Ok((Shared::new(layout, true), c))
     }
 
@@ -296,6 +297,7 @@ impl<A: DerefMut<Target = [u8]>, B: Batch> Committer<A, B> {
         batch: B,
     ) -> Result<(Shared, Self), Error> {
         let mut c = Self::with(layout, write_block, area, batch)?;
+        c.area.fill(0);
         c.dirty = Some(c.whole_area());
         Ok((Shared::new(layout, false), c))
     }
@@ -325,26 +327,9 @@ impl<A: DerefMut<Target = [u8]>, B: Batch> Committer<A, B> {
                 exceptions_per_area: epa,
             });
         }
-        layout.check_area_len(area.len())?;
-        if write_block.bytes() > layout.chunk_bytes() {
-            return Err(Error::InvalidBlockSize {
-                bytes: write_block.bytes(),
-                max: layout.chunk_bytes(),
-            });
-        }
-        let mut c = Self {
-            layout,
-            write_block,
-            area,
-            current_area: scan.current_area,
-            current_committed: scan.current_committed,
-            dirty: None,
-            cleanup: false,
-            batch,
-            batch_limit: batch_capacity(layout),
-            prepared: 0,
-            merge_failed: false,
-        };
+        let mut c = Self::with(layout, write_block, area, batch)?;
+        c.current_area = scan.current_area;
+        c.current_committed = scan.current_committed;
         for index in scan.current_committed..epa {
             if read_exception(&c.area, index) != Some(Exception::default()) {
                 clear_exception(&mut c.area, index).ok_or(Error::Overflow)?;
