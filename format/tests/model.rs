@@ -339,6 +339,10 @@ enum Op {
         pick: u32,
         write_ok: bool,
     },
+    /// Merges run after run, so that merging reaches back across areas.
+    MergeMany {
+        picks: Vec<u32>,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -361,6 +365,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Reload),
         4 => (any::<u32>(), prop::bool::weighted(0.97))
             .prop_map(|(pick, write_ok)| Op::Merge { pick, write_ok }),
+        1 => prop::collection::vec(any::<u32>(), 1..96).prop_map(|picks| Op::MergeMany { picks }),
     ]
 }
 
@@ -543,6 +548,23 @@ impl Harness {
                 self.reload();
             }
             Op::Merge { pick, write_ok } => self.merge(pick, write_ok),
+            Op::MergeMany { picks } => {
+                // A merge starts once the commits in flight are done.
+                while !self.pending.is_empty() {
+                    self.run(Op::Commit {
+                        pick: 0,
+                        old: None,
+                        copy_ok: true,
+                        zero_ok: true,
+                        write_ok: true,
+                    });
+                    self.check_same();
+                }
+                for pick in picks {
+                    self.merge(pick, true);
+                    self.check_same();
+                }
+            }
         }
     }
 
@@ -713,6 +735,38 @@ proptest! {
             h.check_same();
         }
         h.run(Op::Reload);
+        h.check_same();
+    }
+
+    #[test]
+    fn merging_back_across_areas_matches_the_c_model(
+        shift in 0u32..2,
+        write_shift in 0u32..2,
+        commits in 1usize..200,
+        depth in 1usize..8,
+        reload in prop::bool::ANY,
+        picks in prop::collection::vec(any::<u32>(), 1..400),
+    ) {
+        // Enough room for every exception: a store that fills its areas,
+        // without injected failures, then is merged back run by run.
+        let mut h = Harness::new(shift, write_shift, 300, 0, u32::MAX);
+        let mut left = commits;
+        while left > 0 {
+            let n = depth.min(left);
+            for _ in 0..n {
+                h.run(Op::Prepare);
+            }
+            for _ in 0..n {
+                h.run(Op::Commit { pick: 0, old: None, copy_ok: true, zero_ok: true, write_ok: true });
+                h.check_same();
+            }
+            left -= n;
+        }
+        if reload {
+            h.run(Op::Reload);
+            h.check_same();
+        }
+        h.run(Op::MergeMany { picks });
         h.check_same();
     }
 
