@@ -521,7 +521,9 @@ impl PersistentStore {
             while let Some(chunk) = scan.next_prefetch() {
                 reader.prefetch(chunk);
             }
-            let fill = reader.with_chunk(store, layout, next.chunk, |block| {
+            // Ok(Err(stop)) when the visitor stopped the scan; a broken rule
+            // is refused (and logged) inside, where the area's bytes are.
+            let scanned = reader.with_chunk(store, layout, next.chunk, |block| {
                 let fill = scan.scan_area(block, |e| {
                     match used.insert(e.new_chunk, bound) {
                         Ok(true) => {}
@@ -530,22 +532,19 @@ impl PersistentStore {
                     }
                     sink.add(e.old_chunk, e.new_chunk).map_err(Stop::Kernel)
                 });
-                // The last, partial area (the scan stops after it) becomes
-                // the in-memory area.
                 match fill {
-                    Ok(AreaFill::Partial { .. }) => copy_exact(area, block)?,
-                    Err(ScanStop::Format(e)) => {
-                        return Ok(Err(Self::refuse(&scan, e, Some(block))))
-                    }
-                    _ => {}
+                    // The last, partial area (the scan stops after it)
+                    // becomes the in-memory area.
+                    Ok(AreaFill::Partial { .. }) => copy_exact(area, block).map(Ok),
+                    Ok(AreaFill::Full) => Ok(Ok(())),
+                    Err(ScanStop::Format(e)) => Err(Self::refuse(&scan, e, Some(block))),
+                    Err(ScanStop::Visitor(stop)) => Ok(Err(stop)),
                 }
-                Ok(Ok(fill))
             })?;
-            match fill? {
-                Ok(_) => {}
-                Err(ScanStop::Format(e)) => return Err(report(e)),
-                Err(ScanStop::Visitor(Stop::Kernel(e))) => return Err(e),
-                Err(ScanStop::Visitor(Stop::Duplicate { chunk })) => {
+            match scanned {
+                Ok(()) => {}
+                Err(Stop::Kernel(e)) => return Err(e),
+                Err(Stop::Duplicate { chunk }) => {
                     return Err(Self::duplicate(
                         &mut reader,
                         store,
@@ -595,18 +594,24 @@ impl PersistentStore {
         chunk: u64,
         last_area: u64,
     ) -> Error {
-        let mut uses = KVec::<(u64, u32)>::new();
+        // The first two records using `chunk`, as (area, index).
+        let mut first: Option<(u64, u32)> = None;
+        let mut second: Option<(u64, u32)> = None;
         for area in 0..=last_area {
             let Some(location) = layout.area_location(area) else {
                 break;
             };
             let found = reader.with_chunk(store, layout, location, |block| {
                 let mut from = 0u32;
-                while uses.len() < 2 {
+                while second.is_none() {
                     let Some(index) = format::find_new_chunk(block, chunk, from) else {
                         break;
                     };
-                    uses.push((area, index), GFP_KERNEL)?;
+                    if first.is_none() {
+                        first = Some((area, index));
+                    } else {
+                        second = Some((area, index));
+                    }
                     from = index.saturating_add(1);
                 }
                 Ok(())
@@ -614,12 +619,12 @@ impl PersistentStore {
             if let Err(e) = found {
                 return e;
             }
-            if uses.len() == 2 {
+            if second.is_some() {
                 break;
             }
         }
-        match (uses.first(), uses.get(1)) {
-            (Some(&(first_area, first_index)), Some(&(area, index))) => {
+        match (first, second) {
+            (Some((first_area, first_index)), Some((area, index))) => {
                 report(format::Error::DuplicateNewChunk {
                     chunk,
                     first_area,
