@@ -86,6 +86,7 @@ use crate::{
         ScanStop,
         Shared,
         SharedLock,
+        Stopped,
         TableChunkSize,
         TableStatus, //
     }, //
@@ -510,11 +511,9 @@ impl PersistentStore {
         let mut scan =
             Scan::new(layout, cow_sectors).with_prefetch_window(format::prefetch_window(layout));
         let mut used = NewChunks::new();
-        let mut last_area = 0u64;
-        loop {
+        let result = loop {
             let next = match scan.next_area() {
-                Ok(Some(next)) => next,
-                Ok(None) => break,
+                Ok(next) => next,
                 Err(e) => return Err(Self::refuse(&scan, e, None)),
             };
             let bound = format::in_order_bound(layout, next.area).ok_or(EINVAL)?;
@@ -533,16 +532,25 @@ impl PersistentStore {
                     sink.add(e.old_chunk, e.new_chunk).map_err(Stop::Kernel)
                 });
                 match fill {
-                    // The last, partial area (the scan stops after it)
+                    // The last, partial area (the scan ends with it)
                     // becomes the in-memory area.
-                    Ok(AreaFill::Partial { .. }) => copy_exact(area, block).map(Ok),
-                    Ok(AreaFill::Full) => Ok(Ok(())),
-                    Err(ScanStop::Format(e)) => Err(Self::refuse(&scan, e, Some(block))),
-                    Err(ScanStop::Visitor(stop)) => Ok(Err(stop)),
+                    Ok(AreaFill::Partial(result)) => {
+                        copy_exact(area, block).map(|()| Ok(AreaFill::Partial(result)))
+                    }
+                    Ok(full @ AreaFill::Full(_)) => Ok(Ok(full)),
+                    Err(Stopped {
+                        stop: ScanStop::Format(e),
+                        scan,
+                    }) => Err(Self::refuse(&scan, e, Some(block))),
+                    Err(Stopped {
+                        stop: ScanStop::Visitor(stop),
+                        ..
+                    }) => Ok(Err(stop)),
                 }
             })?;
             match scanned {
-                Ok(()) => {}
+                Ok(AreaFill::Full(rest)) => scan = rest,
+                Ok(AreaFill::Partial(result)) => break result,
                 Err(Stop::Kernel(e)) => return Err(e),
                 Err(Stop::Duplicate { chunk }) => {
                     return Err(Self::duplicate(
@@ -554,18 +562,17 @@ impl PersistentStore {
                     ));
                 }
             }
-            last_area = next.area;
-        }
+        };
+        // Areas `0..=result.current_area` were scanned, the partial one last.
         if let Some(chunk) = used.first_duplicate() {
             return Err(Self::duplicate(
                 &mut reader,
                 store,
                 layout,
                 chunk,
-                last_area,
+                result.current_area,
             ));
         }
-        let result = scan.finish().map_err(report)?;
         if let Some(warning) = result.warning {
             crate::dm_warn!(PREFIX, "{}", warning);
         }

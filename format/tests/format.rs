@@ -127,10 +127,13 @@ fn logical_block_sizes_must_be_powers_of_two_from_512() {
     }
     for bad in [0u32, 1, 256, 511, 513, 3000, 1 << 31] {
         let e = LogicalBlockSize::new(bad).unwrap_err();
-        assert_eq!(e, Error::InvalidBlockSize {
+        assert_eq!(
+            e,
+            Error::InvalidBlockSize {
                 bytes: bad,
                 max: MAX_CHUNK_BYTES
-            });
+            }
+        );
         assert_eq!(e.errno(), errno::EINVAL);
     }
     assert_eq!(LogicalBlockSize::new(4096).unwrap().sectors(), 8);
@@ -626,7 +629,6 @@ fn messages_and_errnos_of_every_condition() {
     for e in [
         Error::CommitWithoutPrepare,
         Error::CallbackQueueFull,
-        Error::ScanState,
         Error::Overflow,
         Error::IndexOutOfArea {
             index: 1,

@@ -101,21 +101,31 @@ fn every_power_of_two_chunk_size_up_to_2_mib_scans_a_full_area() {
         let cow_sectors = (2 * (epa + 1) + 1) * u64::from(l.chunk_sectors());
         let mut s = Scan::new(l, cow_sectors);
         let mut seen = 0u64;
+        let mut result = None;
         for (i, a) in areas.iter().enumerate() {
-            let io = s.next_area().unwrap().unwrap();
+            let io = s.next_area().unwrap();
             assert_eq!(io.chunk, l.area_location(i as u64).unwrap());
             let mut buf = vec![0u8; l.chunk_bytes() as usize];
             for (j, e) in a.iter().enumerate() {
                 write_exception(&mut buf, j as u32, *e).unwrap();
             }
-            s.scan_area(&buf, |_| {
-                seen += 1;
-                Ok::<(), ()>(())
-            })
-            .unwrap();
+            let fill = s
+                .scan_area(&buf, |_| {
+                    seen += 1;
+                    Ok::<(), ()>(())
+                })
+                .unwrap();
+            match fill {
+                AreaFill::Full(next) => s = next,
+                AreaFill::Partial(r) => {
+                    // Only the last area ends the scan.
+                    assert_eq!(i, areas.len() - 1);
+                    result = Some(r);
+                    break;
+                }
+            }
         }
-        assert_eq!(s.next_area(), Ok(None));
-        let r = s.finish().unwrap();
+        let r = result.unwrap();
         assert_eq!(seen, epa + 1);
         assert_eq!((r.current_area, r.current_committed), (1, 1));
         assert_eq!(r.next_free, epa + 4);
@@ -395,25 +405,81 @@ fn read_errors_stop_the_scan_with_their_errno() {
 }
 
 #[test]
-fn scan_refuses_wrong_buffer_sizes_and_calls_out_of_order() {
+fn scan_refuses_wrong_buffer_sizes_and_ends_with_the_partial_area() {
     let l = layout(1);
-    let mut s = Scan::new(l, 100);
-    assert_eq!(s.finish(), Err(Error::ScanState));
-    assert!(matches!(
-        s.validate_area(&[0u8; 511]),
-        Err(Error::BufferSize {
+    let s = Scan::new(l, 100);
+    let Stopped { stop, scan: s } = s.validate_area(&[0u8; 511]).unwrap_err();
+    assert_eq!(
+        stop,
+        Error::BufferSize {
             expected: 512,
             actual: 511
-        })
-    ));
+        }
+    );
+    // The scan comes back as it was: area 0 is still to read.
+    assert_eq!(s, Scan::new(l, 100));
+    assert_eq!(s.next_area().unwrap().area, 0);
+    // The partial area ends the scan with its result; no scan is left to
+    // call after it (what `Error::ScanState` refused no longer compiles).
     assert_eq!(
         s.validate_area(&[0u8; 512]),
-        Ok(AreaFill::Partial { committed: 0 })
+        Ok(AreaFill::Partial(ScanResult {
+            current_area: 0,
+            current_committed: 0,
+            next_free: 2,
+            exceptions: 0,
+            warning: None
+        }))
     );
-    assert_eq!(s.next_area(), Ok(None));
-    assert_eq!(s.next_prefetch(), None);
-    assert_eq!(s.validate_area(&[0u8; 512]), Err(Error::ScanState));
-    assert!(s.finish().is_ok());
+}
+
+#[test]
+fn a_stopped_scan_comes_back_as_it_was_before_the_area() {
+    let l = layout(1); // 32 per area
+    let full = in_order(l, 32, |k| 1000 + k).concat();
+    let encode = |records: &[Exception]| -> Vec<u8> {
+        let mut area = vec![0u8; 512];
+        for (i, e) in records.iter().enumerate() {
+            write_exception(&mut area, i as u32, *e).unwrap();
+        }
+        area
+    };
+    let AreaFill::Full(after_0) = Scan::new(l, 100).validate_area(&encode(&full)).unwrap() else {
+        panic!("area 0 is full");
+    };
+    // Area 1: two good records, then one past the device.
+    let bad = encode(&[ex(1, 35), ex(2, 36), ex(3, 500)]);
+    let Stopped { stop, scan } = after_0.clone().validate_area(&bad).unwrap_err();
+    assert!(matches!(
+        stop,
+        Error::NewChunkBeyondDevice {
+            area: 1,
+            index: 2,
+            ..
+        }
+    ));
+    assert_eq!(scan, after_0);
+    // A visitor's stop too, after one exception of the area.
+    let Stopped { stop, scan } = after_0
+        .clone()
+        .scan_area(&bad, |e| if e.old_chunk == 2 { Err(7) } else { Ok(()) })
+        .unwrap_err();
+    assert_eq!(stop, ScanStop::Visitor(7));
+    assert_eq!(scan, after_0);
+    // Nothing of the stopped area counts when the scan goes on.
+    let good = encode(&[ex(1, 35), ex(2, 36)]);
+    let AreaFill::Partial(r) = scan.validate_area(&good).unwrap() else {
+        panic!("area 1 is partial");
+    };
+    assert_eq!(
+        (
+            r.current_area,
+            r.current_committed,
+            r.exceptions,
+            r.next_free
+        ),
+        (1, 2, 34, 37)
+    );
 }
 
 #[test]
@@ -429,7 +495,9 @@ fn prefetch_window_covers_twelve_areas_ahead_and_stops_at_the_device_end() {
         .iter()
         .flat_map(|e| e.encode())
         .collect();
-    assert_eq!(s.validate_area(&full), Ok(AreaFill::Full));
+    let AreaFill::Full(mut s) = s.validate_area(&full).unwrap() else {
+        panic!("area 0 is full");
+    };
     let next: Vec<u64> = std::iter::from_fn(|| s.next_prefetch()).collect();
     assert_eq!(next, vec![1 + 33 * 13]);
     // Near the end of the device the window is cut.
@@ -567,19 +635,25 @@ fn chunk_bits_find_the_second_use_of_a_chunk() {
 type Checked = (u64, u32, Exception, Option<Error>);
 
 /// Runs the checking walk ([`Scan::check_area`]) over a whole image:
-/// every record before an end marker, with the rule it breaks.
-fn check_all(img: &[u8], l: Layout) -> (Vec<Checked>, Scan) {
+/// every record before an end marker, with the rule it breaks, and the
+/// scan's result.
+fn check_all(img: &[u8], l: Layout) -> (Vec<Checked>, ScanResult) {
     let mut scan = Scan::new(l, sectors(img));
     let mut area = vec![0u8; usize::try_from(l.chunk_bytes()).unwrap()];
     let mut seen = vec![];
-    while let Some(io) = scan.next_area().unwrap() {
+    loop {
+        let io = scan.next_area().unwrap();
         read_chunk(img, l, io.chunk, &mut area).unwrap();
-        scan.check_area(&area, |index, e, broken| {
-            seen.push((io.area, index, e, broken))
-        })
-        .unwrap();
+        let fill = scan
+            .check_area(&area, |index, e, broken| {
+                seen.push((io.area, index, e, broken))
+            })
+            .unwrap();
+        match fill {
+            AreaFill::Full(next) => scan = next,
+            AreaFill::Partial(r) => return (seen, r),
+        }
     }
-    (seen, scan)
 }
 
 #[test]
@@ -590,7 +664,7 @@ fn checking_walk_goes_past_broken_records_and_its_first_is_the_scans_error() {
     full[7] = ex(6, 500); // past the device
     let img = store_image(l, 100, &[full.clone(), vec![ex(9, 40), ex(10, 41)]]);
     let strict = scan(&img, l).unwrap_err();
-    let (seen, scan) = check_all(&img, l);
+    let (seen, r) = check_all(&img, l);
     assert_eq!(seen.len(), 34);
     let broken: Vec<_> = seen
         .iter()
@@ -604,12 +678,11 @@ fn checking_walk_goes_past_broken_records_and_its_first_is_the_scans_error() {
     ));
     // The walk ends at the second area's marker; the broken records do not
     // count as exceptions.
-    let r = scan.finish().unwrap();
     assert_eq!(
         (r.current_area, r.current_committed, r.exceptions),
         (1, 2, 32)
     );
-    assert_eq!(scan.warning(), None);
+    assert_eq!(r.warning, None);
 }
 
 #[test]
@@ -619,11 +692,11 @@ fn checking_walk_reports_the_same_garbage_warning_as_the_scan() {
     let base = chunk_range(l, 1).start;
     write_exception(&mut img[base..base + 512], 6, ex(7, 40)).unwrap();
     let (r, _, _) = scan(&img, l).unwrap();
-    let (seen, scan) = check_all(&img, l);
+    let (seen, checked) = check_all(&img, l);
     assert_eq!(seen.len(), 2);
     assert!(r.warning.is_some());
-    assert_eq!(scan.warning(), r.warning);
-    assert_eq!(scan.finish().unwrap(), r);
+    assert_eq!(checked.warning, r.warning);
+    assert_eq!(checked, r);
 }
 
 #[test]
@@ -774,18 +847,21 @@ fn a_shrunk_cow_is_told_how_large_it_must_be() {
     let small = &img[..37 * 512];
     let mut area = vec![0u8; 512];
     let mut s = Scan::new(l, 37);
-    let mut advice = None;
-    while let Some(io) = s.next_area().unwrap() {
+    let advice = loop {
+        let io = s.next_area().unwrap();
         read_chunk(small, l, io.chunk, &mut area).unwrap();
-        if let Err(e) = s.validate_area(&area) {
-            assert!(
-                matches!(e, Error::NewChunkBeyondDevice { area: 1, .. }),
-                "{e}"
-            );
-            advice = s.cow_too_small(&e, Some(&area));
-            break;
+        match s.validate_area(&area) {
+            Ok(AreaFill::Full(next)) => s = next,
+            Ok(AreaFill::Partial(r)) => panic!("scanned to the end: {r:?}"),
+            Err(Stopped { stop: e, scan }) => {
+                assert!(
+                    matches!(e, Error::NewChunkBeyondDevice { area: 1, .. }),
+                    "{e}"
+                );
+                break scan.cow_too_small(&e, Some(&area));
+            }
         }
-    }
+    };
     let advice = advice.expect("advice");
     assert_eq!(
         advice,
@@ -801,18 +877,20 @@ fn a_shrunk_cow_is_told_how_large_it_must_be() {
     );
     // Shrunk to 30 chunks: area 0 is full and points past the end, area 1
     // cannot be read: at least through area 1's chunk.
-    let mut s = Scan::new(l, 30);
-    let io = s.next_area().unwrap().unwrap();
+    let s = Scan::new(l, 30);
+    let io = s.next_area().unwrap();
     read_chunk(&img, l, io.chunk, &mut area).unwrap();
-    let e = s.validate_area(&area).unwrap_err();
+    let Stopped { stop: e, scan: s } = s.validate_area(&area).unwrap_err();
     let advice = s.cow_too_small(&e, Some(&area)).unwrap();
     assert_eq!((advice.needed_sectors, advice.exact), (35, false));
     assert!(advice.to_string().contains("at least 35 sectors"));
     // Shrunk to 34 chunks: area 0 is fine, area 1 is past the end.
-    let mut s = Scan::new(l, 34);
-    let io = s.next_area().unwrap().unwrap();
+    let s = Scan::new(l, 34);
+    let io = s.next_area().unwrap();
     read_chunk(&img, l, io.chunk, &mut area).unwrap();
-    s.validate_area(&area).unwrap();
+    let AreaFill::Full(s) = s.validate_area(&area).unwrap() else {
+        panic!("area 0 is full");
+    };
     let e = s.next_area().unwrap_err();
     let advice = s.cow_too_small(&e, None).unwrap();
     assert_eq!(
@@ -820,5 +898,5 @@ fn a_shrunk_cow_is_told_how_large_it_must_be() {
         (34, 35, false)
     );
     // Other errors get no advice.
-    assert_eq!(s.cow_too_small(&Error::ScanState, None), None);
+    assert_eq!(s.cow_too_small(&Error::Overflow, None), None);
 }

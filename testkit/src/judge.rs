@@ -34,10 +34,12 @@
 use std::convert::Infallible;
 use std::io;
 
+use snap_format::AreaFill;
 use snap_format::BlockSizes;
 use snap_format::Layout;
 use snap_format::Scan;
 use snap_format::ScanStop;
+use snap_format::Stopped;
 use snap_format::SECTOR_SIZE;
 use snap_tools::check::check;
 use snap_tools::check::CheckOptions;
@@ -372,23 +374,30 @@ impl Judge {
         let chunk = layout.chunk_bytes() as usize;
         self.remap.resize(origin_len.div_ceil(chunk), None);
         let mut scan = Scan::new(layout, cow.len() as u64 / u64::from(SECTOR_SIZE));
-        while let Some(aio) = scan.next_area().map_err(|e| e.to_string())? {
+        loop {
+            let aio = scan.next_area().map_err(|e| e.to_string())?;
             self.areas.push(aio.chunk);
             let area = chunk_at(cow, aio.chunk, chunk)
                 .ok_or_else(|| format!("area {} lies beyond the image", aio.area))?;
             let remap = &mut self.remap;
-            scan.scan_area(area, |e| {
-                let slot = usize::try_from(e.old_chunk)
-                    .ok()
-                    .and_then(|c| remap.get_mut(c));
-                if let Some(slot) = slot {
-                    *slot = Some(e.new_chunk);
-                }
-                Ok::<(), Infallible>(())
-            })
-            .map_err(|stop: ScanStop<Infallible>| stop.into_format().to_string())?;
+            let fill = scan
+                .scan_area(area, |e| {
+                    let slot = usize::try_from(e.old_chunk)
+                        .ok()
+                        .and_then(|c| remap.get_mut(c));
+                    if let Some(slot) = slot {
+                        *slot = Some(e.new_chunk);
+                    }
+                    Ok::<(), Infallible>(())
+                })
+                .map_err(|stopped: Stopped<ScanStop<Infallible>>| {
+                    stopped.stop.into_format().to_string()
+                })?;
+            match fill {
+                AreaFill::Full(next) => scan = next,
+                AreaFill::Partial(_) => return Ok(()),
+            }
         }
-        Ok(())
     }
 
     /// Where each block of the view of an origin of `origin_len` bytes is

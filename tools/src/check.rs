@@ -22,6 +22,7 @@
 use std::fmt;
 use std::io;
 
+use snap_format::AreaFill;
 use snap_format::BlockSizes;
 use snap_format::DiskHeader;
 use snap_format::Error;
@@ -30,6 +31,7 @@ use snap_format::HeaderDecision;
 use snap_format::Layout;
 use snap_format::Scan;
 use snap_format::ScanResult;
+use snap_format::Stopped;
 use snap_format::Warning;
 use snap_format::SNAP_MAGIC;
 
@@ -412,15 +414,13 @@ fn each_record<I: BlockIo>(
 ) -> io::Result<()> {
     let mut scan = Scan::new(layout, cow_sectors);
     let mut areas = 0u64;
-    while let Ok(Some(aio)) = scan.next_area() {
+    while let Ok(aio) = scan.next_area() {
         read_area(io, layout, &aio, buf)?;
         areas = areas.saturating_add(1);
         progress.update(areas);
-        if scan
-            .check_area(buf, |index, e, _| f(aio.area, index, e))
-            .is_err()
-        {
-            break;
+        match scan.check_area(buf, |index, e, _| f(aio.area, index, e)) {
+            Ok(AreaFill::Full(next)) => scan = next,
+            Ok(AreaFill::Partial(_)) | Err(_) => break,
         }
     }
     progress.finish();
@@ -507,21 +507,24 @@ fn check_areas<I: BlockIo, R: FnMut(&Problem)>(
         "areas",
         Some(layout.device_areas(cow_sectors)),
     );
-    loop {
+    // The scan's result, or the error that stopped the walk (also in
+    // `refusal`).
+    let end = loop {
         let aio = match scan.next_area() {
-            Ok(Some(aio)) => aio,
-            Ok(None) => break,
+            Ok(aio) => aio,
             Err(e) => {
                 c.error(&e);
                 if refusal.is_none() {
                     advice = scan.cow_too_small(&e, None);
                 }
                 refusal.get_or_insert(e);
-                break;
+                break Err(e);
             }
         };
         read_area(io, layout, &aio, &mut buf)?;
-        let refused_before = refusal.is_some();
+        // Until the first refusal, the scan before the area, to size the
+        // device for a refusal in it ([`Scan::cow_too_small`]).
+        let before = refusal.is_none().then(|| scan.clone());
         c.summary.areas = c.summary.areas.saturating_add(1);
         let area = aio.area;
         let checked = scan.check_area(&buf, |index, e, broken| {
@@ -552,17 +555,23 @@ fn check_areas<I: BlockIo, R: FnMut(&Problem)>(
             }
         });
         progress.update(c.summary.areas);
-        if let (false, Some(e)) = (refused_before, refusal.as_ref()) {
-            advice = scan.cow_too_small(e, Some(&buf));
+        if let (Some(before), Some(e)) = (before, refusal.as_ref()) {
+            advice = before.cow_too_small(e, Some(&buf));
         }
-        if let Err(e) = checked {
-            c.error(&e);
-            refusal.get_or_insert(e);
-            break;
+        match checked {
+            Ok(AreaFill::Full(next)) => scan = next,
+            Ok(AreaFill::Partial(result)) => break Ok(result),
+            Err(Stopped { stop: e, .. }) => {
+                c.error(&e);
+                refusal.get_or_insert(e);
+                break Err(e);
+            }
         }
-    }
+    };
     progress.finish();
-    if let Some(w @ Warning::GarbageAfterEndMarker { area, first, .. }) = scan.warning() {
+    if let Some(w @ Warning::GarbageAfterEndMarker { area, first, .. }) =
+        end.ok().and_then(|r| r.warning)
+    {
         c.problem(Problem {
             kind: Kind::GarbageAfterEndMarker,
             area: Some(area),
@@ -573,15 +582,12 @@ fn check_areas<I: BlockIo, R: FnMut(&Problem)>(
     if let Some(filter) = old_chunks {
         report_old_chunk_duplicates(io, layout, cow_sectors, filter, progress, c)?;
     }
-    c.summary.verdict = match refusal {
-        Some(e) => Verdict::Refused(match advice {
+    c.summary.verdict = match (refusal, end) {
+        (None, Ok(r)) => Verdict::Valid(r),
+        (Some(e), _) | (None, Err(e)) => Verdict::Refused(match advice {
             Some(a) => format!("{e}; {a}"),
             None => e.to_string(),
         }),
-        None => match scan.finish() {
-            Ok(r) => Verdict::Valid(r),
-            Err(e) => Verdict::Refused(e.to_string()),
-        },
     };
     Ok(())
 }

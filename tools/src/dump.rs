@@ -16,6 +16,7 @@ use std::fmt;
 use std::io;
 use std::io::Write;
 
+use snap_format::AreaFill;
 use snap_format::AreaIo;
 use snap_format::BlockSizes;
 use snap_format::HeaderDecision;
@@ -185,21 +186,26 @@ fn dump_areas<I: BlockIo, W: Write>(
     let mut buf = vec![0u8; len];
     let mut scan = Scan::new(layout, cow_sectors);
     progress.restart("snap_dump", "areas", Some(layout.device_areas(cow_sectors)));
-    while let Some(aio) = scan.next_area().map_err(DumpError::Format)? {
+    let result = loop {
+        let aio = scan.next_area().map_err(DumpError::Format)?;
         read_area(io, layout, &aio, &mut buf).map_err(|error| DumpError::Read {
             chunk: aio.chunk,
             error,
         })?;
-        scan.scan_area(&buf, |e| xml::write_exception(out, e))
-            .map_err(|stop| match stop {
+        let fill = scan
+            .scan_area(&buf, |e| xml::write_exception(out, e))
+            .map_err(|stopped| match stopped.stop {
                 ScanStop::Format(e) => DumpError::Format(e),
                 ScanStop::Visitor(e) => DumpError::Output(e),
             })?;
         summary.areas = summary.areas.saturating_add(1);
         progress.update(summary.areas);
-    }
+        match fill {
+            AreaFill::Full(next) => scan = next,
+            AreaFill::Partial(result) => break result,
+        }
+    };
     progress.finish();
-    let result = scan.finish().map_err(DumpError::Format)?;
     summary.exceptions = result.exceptions;
     summary.warning = result.warning;
     Ok(())

@@ -35,6 +35,7 @@ use snap_format::DiskHeader;
 use snap_format::Error;
 use snap_format::Layout;
 use snap_format::Scan;
+use snap_format::Stopped;
 use snap_format::DISK_HEADER_SIZE;
 use snap_format::MAX_DEVICE_SECTORS;
 use snap_format::SECTOR_SIZE;
@@ -119,6 +120,14 @@ pub enum RestoreError {
     Target(io::Error),
     /// The dump read differently the second time.
     Changed,
+    /// The module's scan read an area built from the dump otherwise than
+    /// it was built (ending the store in a full area, going on after the
+    /// last one, or with another count of exceptions): the dump is refused
+    /// there, as one the module would not load as it reads.
+    ScanMismatch {
+        /// Line of the dump at fault.
+        line: u64,
+    },
 }
 
 impl RestoreError {
@@ -152,6 +161,10 @@ impl fmt::Display for RestoreError {
             Self::Target(e) => write!(f, "target: {e}"),
             Self::Changed => f.write_str(
                 "the dump changed between the validating and the writing pass; the target is not a valid store",
+            ),
+            Self::ScanMismatch { line } => write!(
+                f,
+                "line {line}: the module's scan reads the areas built from the dump otherwise than they were built"
             ),
         }
     }
@@ -383,52 +396,48 @@ fn dump_error(line: u64, e: &Error) -> RestoreError {
     }
 }
 
-/// Validates one built area with the module's scan and hands it to `sink`.
+/// Validates one built area with the module's scan, which must find it
+/// full (`last` false: its scan of the next area comes back) or ending the
+/// store after its `filled` exceptions (`last`: its result comes back), and
+/// hands it to `sink`.
 fn finish_area<S>(
     area: &mut AreaBuilder,
-    scan: &mut Scan,
+    scan: Scan,
     last: bool,
     line: u64,
     sink: &mut S,
-) -> Result<(), RestoreError>
+) -> Result<AreaFill, RestoreError>
 where
     S: FnMut(&AreaIo, &[u8]) -> io::Result<()>,
 {
     let first_line = area.line_of(0).filter(|_| area.filled > 0).unwrap_or(line);
-    let aio = match scan.next_area() {
-        Ok(Some(aio)) => aio,
-        Ok(None) => return Err(dump_error(line, &Error::ScanState)),
-        Err(e) => {
-            return Err(RestoreError::Dump {
-                line: first_line,
-                message: format!("{e}: the dump needs a larger COW device"),
-            });
-        }
-    };
-    let fill = scan.validate_area(&area.buf).map_err(|e| {
-        let at = match e {
-            Error::NewChunkBeyondDevice { index, .. }
-            | Error::NewChunkIsMetadata { index, .. }
-            | Error::NewChunkIsHeader { index, .. }
-            | Error::OldChunkTooLarge { index, .. } => area.line_of(index),
-            _ => None,
-        };
-        dump_error(at.unwrap_or(first_line), &e)
+    let aio = scan.next_area().map_err(|e| RestoreError::Dump {
+        line: first_line,
+        message: format!("{e}: the dump needs a larger COW device"),
     })?;
-    let expected = if last {
-        AreaFill::Partial {
-            committed: area.filled,
-        }
-    } else {
-        AreaFill::Full
+    let fill = scan
+        .validate_area(&area.buf)
+        .map_err(|Stopped { stop: e, .. }| {
+            let at = match e {
+                Error::NewChunkBeyondDevice { index, .. }
+                | Error::NewChunkIsMetadata { index, .. }
+                | Error::NewChunkIsHeader { index, .. }
+                | Error::OldChunkTooLarge { index, .. } => area.line_of(index),
+                _ => None,
+            };
+            dump_error(at.unwrap_or(first_line), &e)
+        })?;
+    let expected = match &fill {
+        AreaFill::Full(_) => !last,
+        AreaFill::Partial(result) => last && result.current_committed == area.filled,
     };
-    if fill != expected {
-        return Err(dump_error(first_line, &Error::ScanState));
+    if !expected {
+        return Err(RestoreError::ScanMismatch { line: first_line });
     }
     sink(&aio, &area.buf).map_err(RestoreError::Target)?;
     area.buf.fill(0);
     area.filled = 0;
-    Ok(())
+    Ok(fill)
 }
 
 /// Reads the dump again as often as `filter` needs to tell the origin
@@ -535,7 +544,10 @@ where
             .rotate_left(17)
             ^ e.new_chunk;
         if area.filled == epa {
-            finish_area(&mut area, &mut scan, false, line, &mut sink)?;
+            scan = match finish_area(&mut area, scan, false, line, &mut sink)? {
+                AreaFill::Full(next) => next,
+                AreaFill::Partial(_) => return Err(RestoreError::ScanMismatch { line }),
+            };
             stats.areas = stats.areas.saturating_add(1);
             progress.update(if duplicates {
                 stats.exceptions
@@ -546,11 +558,14 @@ where
     }
     // The last area: partial, possibly empty (its zeroed record at
     // `filled` is the end marker).
-    finish_area(&mut area, &mut scan, true, reader.line(), &mut sink)?;
-    stats.areas = stats.areas.saturating_add(1);
-    let result = scan.finish().map_err(|e| dump_error(reader.line(), &e))?;
-    if result.exceptions != stats.exceptions {
-        return Err(dump_error(reader.line(), &Error::ScanState));
+    match finish_area(&mut area, scan, true, reader.line(), &mut sink)? {
+        AreaFill::Partial(result) if result.exceptions == stats.exceptions => {}
+        _ => {
+            return Err(RestoreError::ScanMismatch {
+                line: reader.line(),
+            })
+        }
     }
+    stats.areas = stats.areas.saturating_add(1);
     Ok(stats)
 }

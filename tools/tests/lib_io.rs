@@ -362,3 +362,15 @@ fn a_dump_asks_for_the_areas_ahead_along_the_prefetch_plan_once_each() {
         .collect();
     assert_eq!(*advised, want);
 }
+
+#[test]
+fn a_scan_that_reads_the_built_areas_otherwise_refuses_the_dump_at_its_line() {
+    // Not reachable from a dump (each record is checked before its area is
+    // built), but refused like any bad dump: at its line, exit status 1.
+    let e = RestoreError::ScanMismatch { line: 7 };
+    assert_eq!(e.exit_code(), 1);
+    assert_eq!(
+        e.to_string(),
+        "line 7: the module's scan reads the areas built from the dump otherwise than they were built"
+    );
+}

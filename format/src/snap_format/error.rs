@@ -363,10 +363,6 @@ pub enum Error {
     ///
     /// No C counterpart, `-EINVAL`.
     CallbackQueueFull,
-    /// A scan call came after the scan had finished, or `finish` came before.
-    ///
-    /// No C counterpart, `-EINVAL`.
-    ScanState,
     /// `commit_merge` asked to clear more exceptions than were prepared.
     ///
     /// C: `BUG_ON(nr_merged > ps->current_committed)`; here `-EINVAL`.
@@ -427,7 +423,6 @@ impl Error {
             | Self::DuplicateNewChunk { .. }
             | Self::CommitWithoutPrepare
             | Self::CallbackQueueFull
-            | Self::ScanState
             | Self::MergeCountInvalid { .. }
             | Self::Overflow => errno::EINVAL,
         }
@@ -570,7 +565,6 @@ impl fmt::Display for Error {
             Self::CallbackQueueFull => {
                 f.write_str("no room to queue the completion of an exception to commit")
             }
-            Self::ScanState => f.write_str("metadata scan called out of order"),
             Self::MergeCountInvalid {
                 nr_merged,
                 prepared,

@@ -162,6 +162,7 @@ pub use self::{
         Scan,
         ScanResult,
         ScanStop,
+        Stopped,
         DM_PREFETCH_CHUNKS,
         PREFETCH_BYTES, //
     },

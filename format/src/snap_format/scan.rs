@@ -55,18 +55,20 @@ pub fn prefetch_window(layout: Layout) -> u64 {
         .unwrap_or(DM_PREFETCH_CHUNKS)
 }
 
-/// What one scanned area turned out to be.
+/// What one scanned area turned out to be, and what is left of the scan.
 ///
 /// C: the `full` output of `insert_exceptions()`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AreaFill {
-    /// No end marker: every record is an exception; the scan goes on.
-    Full,
-    /// An end marker at index `committed`: the scan is over.
-    Partial {
-        /// Exceptions before the marker (C: `current_committed`).
-        committed: u32,
-    },
+    /// No end marker: every record is an exception; the scan goes on with
+    /// the next area.
+    Full(Scan),
+    /// An end marker at index [`ScanResult::current_committed`]: the scan
+    /// is over, with its result.
+    ///
+    /// C: the end of `read_exceptions()` (`current_area--`,
+    /// `skip_metadata()`).
+    Partial(ScanResult),
 }
 
 /// The outcome of a finished scan.
@@ -89,7 +91,7 @@ pub struct ScanResult {
 /// Why [`Scan::scan_area`] stopped before the end of an area.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ScanStop<E> {
-    /// The area breaks a rule of the scan, or the call was out of order.
+    /// The area breaks a rule of the scan.
     Format(Error),
     /// The visitor's error, as the visitor returned it.
     Visitor(E),
@@ -111,13 +113,18 @@ impl ScanStop<Infallible> {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum ScanPhase {
-    Reading,
-    Done {
-        committed: u32,
-        warning: Option<Warning>,
-    },
+/// A scan stopped in an area: why (`S` is [`ScanStop`] for
+/// [`Scan::scan_area`], [`Error`] for [`Scan::validate_area`] and
+/// [`Scan::check_area`]), and the scan as it was before that area, for
+/// [`Scan::cow_too_small`].
+///
+/// No C counterpart (C's `read_exceptions()` returns the error alone).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stopped<S> {
+    /// Why the scan stopped.
+    pub stop: S,
+    /// The scan before the area: nothing of the area is counted in it.
+    pub scan: Scan,
 }
 
 /// The validating activation scan over the metadata areas.
@@ -126,8 +133,24 @@ enum ScanPhase {
 ///
 /// Drive it with [`Scan::next_area`] (which chunk to read next),
 /// [`Scan::next_prefetch`] (optional read-ahead) and [`Scan::scan_area`]
-/// (hand over the bytes read), then [`Scan::finish`]. [`scan_areas`] does
-/// this loop for callers that can read into a buffer.
+/// (hand over the bytes read). Each area scanned consumes the scan: a full
+/// area gives back the scan of the next one ([`AreaFill::Full`]), the last,
+/// partial area the [`ScanResult`] ([`AreaFill::Partial`]), after which no
+/// scan is left to call; a stop gives back the scan as it was before the
+/// area ([`Stopped`]). [`scan_areas`] does this loop for callers that can
+/// read into a buffer.
+///
+/// A scan that scanned an area is gone, so calls out of order do not
+/// compile:
+///
+/// ```compile_fail
+/// # use snap_format::{Layout, Scan};
+/// # fn f(layout: Layout, area: &[u8]) {
+/// let scan = Scan::new(layout, 100);
+/// let fill = scan.validate_area(area);
+/// let again = scan.validate_area(area); // use of moved value `scan`
+/// # }
+/// ```
 ///
 /// # Validation rules
 ///
@@ -154,7 +177,6 @@ pub struct Scan {
     prefetch_window: u64,
     max_new_chunk: Option<u64>,
     exceptions: u64,
-    phase: ScanPhase,
 }
 
 impl Scan {
@@ -170,7 +192,6 @@ impl Scan {
             prefetch_window: DM_PREFETCH_CHUNKS,
             max_new_chunk: None,
             exceptions: 0,
-            phase: ScanPhase::Reading,
         }
     }
 
@@ -182,7 +203,8 @@ impl Scan {
         self
     }
 
-    /// The area to read next, or `None` once a partial area was found.
+    /// The area to read next. A scan is over only once a partial area was
+    /// scanned, which consumes it, so there always is one.
     ///
     /// C: the loop condition of `read_exceptions()` and its
     /// `area_location()` call.
@@ -190,10 +212,7 @@ impl Scan {
     /// # Errors
     ///
     /// [`Error::AreaBeyondDevice`] if the area does not lie on the device.
-    pub fn next_area(&self) -> Result<Option<AreaIo>, Error> {
-        if matches!(self.phase, ScanPhase::Done { .. }) {
-            return Ok(None);
-        }
+    pub fn next_area(&self) -> Result<AreaIo, Error> {
         let io = self
             .layout
             .area_io(self.current_area)
@@ -205,21 +224,18 @@ impl Scan {
                 cow_chunks: self.cow_chunks,
             });
         }
-        Ok(Some(io))
+        Ok(io)
     }
 
     /// The next chunk to prefetch before reading the current area, or
     /// `None` when the read-ahead window (current area plus
     /// [`DM_PREFETCH_CHUNKS`], or the window set by
     /// [`Scan::with_prefetch_window`]) is covered or reaches the device
-    /// end. Call it
-    /// in a loop before each [`Scan::scan_area`].
+    /// end. Call it in a loop before each [`Scan::scan_area`]; the scan of
+    /// the next area ([`AreaFill::Full`]) remembers what was prefetched.
     ///
     /// C: the `dm_bufio_prefetch()` loop of `read_exceptions()`.
     pub fn next_prefetch(&mut self) -> Option<u64> {
-        if matches!(self.phase, ScanPhase::Done { .. }) {
-            return None;
-        }
         self.prefetch_area = max(self.prefetch_area, self.current_area);
         if self.prefetch_area > self.current_area.saturating_add(self.prefetch_window) {
             return None;
@@ -239,10 +255,14 @@ impl Scan {
     ///
     /// # Errors
     ///
-    /// [`ScanStop::Format`] with a validation error (see [`Scan`]),
-    /// [`Error::BufferSize`] if `area` is not one chunk, or
-    /// [`Error::ScanState`] after the scan finished; [`ScanStop::Visitor`].
-    pub fn scan_area<E, V>(&mut self, area: &[u8], mut visit: V) -> Result<AreaFill, ScanStop<E>>
+    /// [`ScanStop::Format`] with a validation error (see [`Scan`]), or
+    /// [`Error::BufferSize`] if `area` is not one chunk; [`ScanStop::Visitor`].
+    /// Either comes with the scan as it was before the area.
+    pub fn scan_area<E, V>(
+        self,
+        area: &[u8],
+        mut visit: V,
+    ) -> Result<AreaFill, Stopped<ScanStop<E>>>
     where
         V: FnMut(Exception) -> Result<(), E>,
     {
@@ -258,9 +278,9 @@ impl Scan {
     /// # Errors
     ///
     /// As [`Scan::scan_area`].
-    pub fn validate_area(&mut self, area: &[u8]) -> Result<AreaFill, Error> {
+    pub fn validate_area(self, area: &[u8]) -> Result<AreaFill, Stopped<Error>> {
         self.walk_area(area, |_, _, checked| checked.map_err(ScanStop::Format))
-            .map_err(ScanStop::<Infallible>::into_format)
+            .map_err(Stopped::into_format)
     }
 
     /// Scans the bytes of the area named by [`Scan::next_area`] as
@@ -273,9 +293,10 @@ impl Scan {
     ///
     /// # Errors
     ///
-    /// [`Error::BufferSize`] if `area` is not one chunk, or
-    /// [`Error::ScanState`] after the scan finished.
-    pub fn check_area<V>(&mut self, area: &[u8], mut visit: V) -> Result<AreaFill, Error>
+    /// [`Error::BufferSize`] if `area` is not one chunk,
+    /// [`Error::AreaBeyondDevice`] if the area does not lie on the device,
+    /// with the scan as it was before the area.
+    pub fn check_area<V>(self, area: &[u8], mut visit: V) -> Result<AreaFill, Stopped<Error>>
     where
         V: FnMut(u32, Exception, Option<Error>),
     {
@@ -283,21 +304,32 @@ impl Scan {
             visit(index, e, checked.err());
             Ok(())
         })
-        .map_err(ScanStop::<Infallible>::into_format)
+        .map_err(Stopped::into_format)
     }
 
-    /// The walk of [`Scan::scan_area`] and [`Scan::check_area`]: `step`
-    /// gets each record before the end marker with the result of its rules
-    /// and says whether to go on; only records that pass count as
-    /// exceptions of the store.
-    fn walk_area<E, S>(&mut self, area: &[u8], mut step: S) -> Result<AreaFill, ScanStop<E>>
+    /// The walk of [`Scan::scan_area`] and [`Scan::check_area`], handing
+    /// back the scan untouched if it stops.
+    fn walk_area<E, S>(self, area: &[u8], step: S) -> Result<AreaFill, Stopped<ScanStop<E>>>
     where
         S: FnMut(u32, Exception, Result<(), Error>) -> Result<(), ScanStop<E>>,
     {
-        if self.next_area()?.is_none() {
-            return Err(Error::ScanState.into());
+        match self.walk(area, step) {
+            Ok(fill) => Ok(fill),
+            Err(stop) => Err(Stopped { stop, scan: self }),
         }
+    }
+
+    /// `step` gets each record before the end marker with the result of
+    /// its rules and says whether to go on; only records that pass count as
+    /// exceptions of the store.
+    fn walk<E, S>(&self, area: &[u8], mut step: S) -> Result<AreaFill, ScanStop<E>>
+    where
+        S: FnMut(u32, Exception, Result<(), Error>) -> Result<(), ScanStop<E>>,
+    {
+        self.next_area()?;
         self.layout.check_area_len(area.len())?;
+        let mut max_new_chunk = self.max_new_chunk;
+        let mut exceptions = self.exceptions;
         let epa = self.layout.exceptions_per_area();
         // Records by index rather than `chunks_exact()`, whose length
         // division leaves a panic call that objtool (7.3) does not know as
@@ -305,56 +337,42 @@ impl Scan {
         for index in 0..epa {
             let e = read_exception(area, index).ok_or(Error::Overflow)?;
             if e.is_end_marker() {
-                let warning = garbage_after(area, self.current_area, index);
-                self.phase = ScanPhase::Done {
-                    committed: index,
-                    warning,
-                };
-                return Ok(AreaFill::Partial { committed: index });
+                // The scan ends here: see `AreaFill::Partial`.
+                return Ok(AreaFill::Partial(ScanResult {
+                    current_area: self.current_area,
+                    current_committed: index,
+                    next_free: self
+                        .layout
+                        .next_free_after_scan(max_new_chunk)
+                        .ok_or(Error::Overflow)?,
+                    exceptions,
+                    warning: garbage_after(area, self.current_area, index),
+                }));
             }
             let checked =
                 self.layout
                     .check_exception(self.current_area, index, e, Some(self.cow_chunks));
             if checked.is_ok() {
-                self.max_new_chunk = Some(max(self.max_new_chunk.unwrap_or(0), e.new_chunk));
-                self.exceptions = self.exceptions.saturating_add(1);
+                max_new_chunk = Some(max(max_new_chunk.unwrap_or(0), e.new_chunk));
+                exceptions = exceptions.saturating_add(1);
             }
             step(index, e, checked)?;
         }
-        self.current_area = self.current_area.checked_add(1).ok_or(Error::Overflow)?;
-        Ok(AreaFill::Full)
+        Ok(AreaFill::Full(Self {
+            current_area: self.current_area.checked_add(1).ok_or(Error::Overflow)?,
+            max_new_chunk,
+            exceptions,
+            ..*self
+        }))
     }
+}
 
-    /// The nonzero records found after the end marker of the last area,
-    /// once the scan found it.
-    pub fn warning(&self) -> Option<Warning> {
-        match self.phase {
-            ScanPhase::Reading => None,
-            ScanPhase::Done { warning, .. } => warning,
-        }
-    }
-
-    /// The result of a scan that found its partial area.
-    ///
-    /// C: the end of `read_exceptions()` (`current_area--`,
-    /// `skip_metadata()`).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::ScanState`] if the scan has not finished.
-    pub fn finish(&self) -> Result<ScanResult, Error> {
-        match self.phase {
-            ScanPhase::Reading => Err(Error::ScanState),
-            ScanPhase::Done { committed, warning } => Ok(ScanResult {
-                current_area: self.current_area,
-                current_committed: committed,
-                next_free: self
-                    .layout
-                    .next_free_after_scan(self.max_new_chunk)
-                    .ok_or(Error::Overflow)?,
-                exceptions: self.exceptions,
-                warning,
-            }),
+impl Stopped<ScanStop<Infallible>> {
+    /// The format error of a stop whose visitor cannot fail.
+    fn into_format(self) -> Stopped<Error> {
+        Stopped {
+            stop: self.stop.into_format(),
+            scan: self.scan,
         }
     }
 }
@@ -403,18 +421,23 @@ where
 {
     layout.check_area_len(area.len())?;
     let mut scan = Scan::new(layout, cow_sectors);
-    while let Some(io) = scan.next_area()? {
+    loop {
+        let io = scan.next_area()?;
         read_chunk(io.chunk, area).map_err(|errno| Error::ReadFailed {
             chunk: io.chunk,
             errno,
         })?;
-        scan.scan_area(area, &mut visit)
-            .map_err(|stop| match stop {
+        let fill = scan
+            .scan_area(area, &mut visit)
+            .map_err(|stopped| match stopped.stop {
                 ScanStop::Format(e) => e,
                 ScanStop::Visitor(errno) => Error::Callback { errno },
             })?;
+        match fill {
+            AreaFill::Full(next) => scan = next,
+            AreaFill::Partial(result) => return Ok(result),
+        }
     }
-    scan.finish()
 }
 
 /// How large a COW device must be to load, when the scan stopped because
@@ -461,9 +484,11 @@ impl fmt::Display for CowTooSmall {
 
 impl Scan {
     /// The size a COW device needs for the store whose scan stopped with
-    /// `error`, or `None` for any other error. `area` holds the bytes of
-    /// the area that broke the rule ([`Error::NewChunkBeyondDevice`]); the
-    /// highest chunk used is taken over it and the areas before.
+    /// `error`, or `None` for any other error. `self` is the scan of the
+    /// area at fault: the one [`Scan::next_area`] failed on, or the one
+    /// [`Stopped`] gives back; `area` holds the bytes of the area that broke
+    /// the rule ([`Error::NewChunkBeyondDevice`]); the highest chunk used is
+    /// taken over it and the areas before.
     pub fn cow_too_small(&self, error: &Error, area: Option<&[u8]>) -> Option<CowTooSmall> {
         let seen = self.max_new_chunk.unwrap_or(0);
         let (chunks, exact) = match *error {
