@@ -60,7 +60,7 @@ observe() {
 	wait "$pid" 2>/dev/null || true
 	peak=$(sort -n "$TMP/samples" | tail -n1)
 	echo "$size $2: samples $(wc -l < "$TMP/samples"), VmallocUsed +$((peak - base)) KiB" >&2
-	echo "figure: far-out record, $STORE store, $size COW: VmallocUsed +$((peak - base)) KiB during the load"
+	echo "figure: far-out record ($2), $STORE store, $size COW: VmallocUsed +$((peak - base)) KiB during the load"
 	echo "vmalloc-growth $size $2 $((peak - base))" >> "$TMP/growth.$STORE"
 	dm_msgs | { grep "persistent snapshot" || true; } | sed "s/^/$size $2: log: /"
 	[ -e /dev/mapper/snap ] && dmsetup remove snap
