@@ -1,10 +1,32 @@
 // SPDX-License-Identifier: GPL-2.0-only
-//! Property tests: the store, driven through random prepare / commit /
-//! reload / drop / merge sequences with injected I/O failures, must match a
-//! small reference model that transcribes the C algorithm with plain
-//! arithmetic and whole-chunk writes. After every operation the states, the
-//! in-memory areas and the device images must be identical, which also
-//! shows that writing only dirty blocks stores the same bytes as C.
+//! Property tests of the group commit. The store is driven through random
+//! sequences of prepare, commit (of any prepared chunk), completion of the
+//! write in flight (ok, or failed after or before its zeroing, at any time,
+//! possibly after several commits), reload, drop and merge; after every
+//! step:
+//!
+//! - durability: every completion that came back while the store was valid
+//!   has its record on disk;
+//! - crash safety: the image on disk scans without error or warning, and
+//!   its exceptions are a prefix of those committed (in commit order) that
+//!   holds every one whose completion came back while valid;
+//! - completions come back exactly once each, in commit order, and none is
+//!   left waiting once no write is in flight;
+//! - once the store was seen invalid (a failed write, a failed exception, a
+//!   drop), no write is issued again;
+//! - with no write in flight and the store valid, the area on disk equals
+//!   the area in memory outside the dirty range;
+//! - at quiescence (nothing in flight, waiting or pending) with the store
+//!   valid, the image is byte-identical to the image of a small reference
+//!   model that transcribes the C algorithm (synchronous, whole-chunk
+//!   writes) after the same commits with all I/O ok. The model also runs in
+//!   lockstep for the state C keeps in memory (allocation, area position,
+//!   area buffer) after every step.
+//!
+//! Environment: `PROPTEST_CASES` (default 384); `MODEL_STATS` prints what
+//! each case reached; `MODEL_LATE_GIVE_BACK` gives the due completion
+//! queues back only at a later step, as a kernel store that calls
+//! completions outside its lock may.
 
 #![allow(
     clippy::unwrap_used,
@@ -20,15 +42,10 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use snap_format::*;
-use std::cell::RefCell;
-
-/// An empty completion queue of the capacity the kernel store gives it.
-fn queue(l: Layout) -> Queue {
-    Queue::with_capacity(batch_capacity(l) as usize)
-}
+use std::{cell::RefCell, collections::VecDeque};
 
 // ------------------------------------------------------------------------
-// Device
+// Device of the model
 // ------------------------------------------------------------------------
 
 #[derive(Clone, PartialEq, Eq)]
@@ -44,9 +61,6 @@ impl std::fmt::Debug for Dev {
 }
 
 impl Dev {
-    fn sectors(&self) -> u64 {
-        self.img.len() as u64 / 512
-    }
     /// Writes `data` at byte `off`; fails (writing nothing) when `ok` is
     /// false or the range is past the end.
     fn write(&mut self, off: usize, data: &[u8], ok: bool) -> bool {
@@ -62,63 +76,6 @@ impl Dev {
     fn read_chunk(&self, chunk: u64) -> Option<Vec<u8>> {
         let s = chunk as usize * self.chunk_bytes;
         self.img.get(s..s + self.chunk_bytes).map(|b| b.to_vec())
-    }
-}
-
-/// Our store's view of a [`Dev`]: the metadata I/O, with the outcome of
-/// the next zeroing and area write chosen by the test.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct OursDev {
-    dev: Dev,
-    zero_ok: bool,
-    write_ok: bool,
-}
-
-impl MetadataIo for OursDev {
-    type Area = Vec<u8>;
-    fn cow_sectors(&self) -> u64 {
-        self.dev.sectors()
-    }
-    fn read_area(&mut self, io: AreaIo, area: &mut Vec<u8>) -> Result<(), IoError> {
-        let data = self.dev.read_chunk(io.chunk).ok_or(IoError(5))?;
-        area.copy_from_slice(&data);
-        Ok(())
-    }
-    fn write_area(&mut self, w: &AreaWrite, area: &Vec<u8>) -> Result<(), IoError> {
-        let ok = self.write_ok;
-        let bytes = w.bytes(area).ok_or(IoError(22))?;
-        if self.dev.write(w.sector as usize * 512, bytes, ok) {
-            Ok(())
-        } else {
-            Err(IoError(5))
-        }
-    }
-    fn zero_area(&mut self, io: AreaIo) -> Result<(), IoError> {
-        let zeros = vec![0u8; io.sectors as usize * 512];
-        let ok = self.dev.write_chunk(io.chunk, &zeros, self.zero_ok);
-        if std::env::var_os("MODEL_STATS").is_some() {
-            eprintln!(
-                "STAT zero ok={ok} on_device={}",
-                self.dev.read_chunk(io.chunk).is_some()
-            );
-        }
-        if ok {
-            Ok(())
-        } else {
-            Err(IoError(5))
-        }
-    }
-    fn write_header(&mut self, header: DiskHeader) -> Result<(), IoError> {
-        let mut chunk = vec![0u8; self.dev.chunk_bytes];
-        header.encode(&mut chunk).unwrap();
-        if self.dev.write_chunk(0, &chunk, true) {
-            Ok(())
-        } else {
-            Err(IoError(5))
-        }
-    }
-    fn report(&mut self, error: &Error) {
-        panic!("the model commits only valid exceptions: {error}");
     }
 }
 
@@ -323,15 +280,30 @@ impl Model {
 // Harness
 // ------------------------------------------------------------------------
 
+/// How the write in flight ends.
+#[derive(Clone, Copy, Debug)]
+enum Outcome {
+    /// Zeroed (if asked) and written.
+    Ok,
+    /// Zeroed (if asked), then the write failed: nothing of it landed.
+    FailAfterZero,
+    /// Failed before anything was written.
+    FailBeforeZero,
+}
+
 #[derive(Clone, Debug)]
-enum Op {
+enum Step {
     Prepare,
     Commit {
         pick: usize,
         old: Option<u64>,
         copy_ok: bool,
-        zero_ok: bool,
-        write_ok: bool,
+    },
+    Complete(Outcome),
+    /// Prepares `n` chunks, then commits as many, in prepare order,
+    /// completing nothing: a burst of copies ending together.
+    Burst {
+        n: usize,
     },
     Reload,
     Drop,
@@ -343,46 +315,103 @@ enum Op {
     MergeMany {
         picks: Vec<u32>,
     },
+    /// Gives back the completion queues held (with `MODEL_LATE_GIVE_BACK`).
+    GiveBack,
 }
 
-fn op() -> impl Strategy<Value = Op> {
+fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        12 => Just(Op::Prepare),
+        12 => Just(Step::Prepare),
         12 => (
             prop_oneof![3 => Just(0usize), 1 => any::<usize>()],
             prop_oneof![Just(None), (0..5000u64).prop_map(Some)],
-            prop::bool::weighted(0.98),
-            prop::bool::weighted(0.85),
-            prop::bool::weighted(0.97),
+            prop::bool::weighted(0.99),
         )
-            .prop_map(|(pick, old, copy_ok, zero_ok, write_ok)| Op::Commit {
-                pick,
-                old,
-                copy_ok,
-                zero_ok,
-                write_ok
-            }),
-        1 => Just(Op::Reload),
-        4 => (any::<u32>(), prop::bool::weighted(0.97))
-            .prop_map(|(pick, write_ok)| Op::Merge { pick, write_ok }),
-        1 => prop::collection::vec(any::<u32>(), 1..96).prop_map(|picks| Op::MergeMany { picks }),
+            .prop_map(|(pick, old, copy_ok)| Step::Commit { pick, old, copy_ok }),
+        8 => prop_oneof![
+            94 => Just(Outcome::Ok),
+            3 => Just(Outcome::FailAfterZero),
+            3 => Just(Outcome::FailBeforeZero),
+        ]
+        .prop_map(Step::Complete),
+        2 => (1usize..48).prop_map(|n| Step::Burst { n }),
+        1 => Just(Step::Reload),
+        3 => (any::<u32>(), prop::bool::weighted(0.97))
+            .prop_map(|(pick, write_ok)| Step::Merge { pick, write_ok }),
+        1 => prop::collection::vec(any::<u32>(), 1..96).prop_map(|picks| Step::MergeMany { picks }),
+        2 => Just(Step::GiveBack),
     ]
+}
+
+/// Whether environment variable `name` is set (to anything).
+fn env_flag(name: &str) -> bool {
+    std::env::var_os(name).is_some()
 }
 
 struct Harness {
     l: Layout,
+    /// The store's batch limit.
+    batch: u32,
     model: Model,
     mdev: Dev,
     shared: Locked,
     ours: TestCommitter,
-    odev: OursDev,
+    odev: MemDev,
     /// Prepared, not yet committed chunks, in prepare order.
     pending: Vec<u64>,
-    /// Exceptions committed (and, while valid, on disk), in order.
-    committed: Vec<(u64, u64)>,
+    /// Commits answered with `Wait`, retried in order once the flight
+    /// ends: (completion, exception, copy ok).
+    waiting: VecDeque<(u32, Exception, bool)>,
+    /// The write in flight.
+    flight: Option<TestWrite>,
+    /// Queues whose completions were called but not yet given back (only
+    /// with `late`).
+    held: Vec<Queue>,
+    next_id: u32,
+    /// Exceptions recorded, with their completions, in commit order;
+    /// merged ones are removed.
+    committed: Vec<(u32, Exception)>,
+    /// Completions not back yet, in commit order.
+    outstanding: VecDeque<u32>,
+    /// `committed[..durable]` must be on disk: a completion came back
+    /// while the store was valid for the last of them.
+    durable: usize,
+    /// The store was seen invalid: no write may be made from then on.
+    invalid_seen: bool,
     last_old: u64,
     merging: bool,
     merge_failed: bool,
+    /// `MODEL_LATE_GIVE_BACK`: due queues are given back only at
+    /// [`Step::GiveBack`], as a kernel store calling completions outside
+    /// its lock may.
+    late: bool,
+    /// Whether failures are injected: failed copies and writes. Without
+    /// them, every step's outcome is ok.
+    faults: bool,
+    /// What the run reached, printed with `MODEL_STATS`.
+    stats: Stats,
+}
+
+/// Counts of the interesting events of a run.
+#[derive(Debug, Default)]
+struct Stats {
+    writes: u32,
+    area_fills: u32,
+    group_writes: u32,
+    waits: u32,
+    failed_writes: u32,
+    invalid_flushes: u32,
+    valid_reloads: u32,
+    merges: u32,
+    quiescent_compares: u32,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if env_flag("MODEL_STATS") {
+            eprintln!("STAT {:?}", self.stats);
+        }
+    }
 }
 
 impl Harness {
@@ -392,69 +421,176 @@ impl Harness {
         let chunk_bytes = l.chunk_bytes() as usize;
         let sectors = chunks * u64::from(cs) + extra % u64::from(cs);
         // A COW device that was not blanked: old data everywhere.
-        let img = (0..sectors as usize * 512)
+        let img: Vec<u8> = (0..sectors as usize * 512)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 1)
             .collect();
-        let dev = Dev { img, chunk_bytes };
         // New store, C's way: the header, then area 0 zeroed.
-        let mut mdev = dev.clone();
+        let mut mdev = Dev {
+            img: img.clone(),
+            chunk_bytes,
+        };
         let mut hdr = model_header(true, u64::from(cs));
         hdr.resize(chunk_bytes, 0);
         assert!(mdev.write_chunk(0, &hdr, true));
         assert!(mdev.write_chunk(1, &vec![0u8; chunk_bytes], true));
         // Ours: area 0 zeroed, then the header.
-        let mut odev = OursDev {
-            dev,
-            zero_ok: true,
-            write_ok: true,
-        };
+        let mut odev = MemDev::new(img);
         let wb = LogicalBlockSize::new(512 << write_shift.min(shift)).unwrap();
-        let (shared, ours) = Committer::create(&mut odev, l, wb, area_buffer(l), queue(l)).unwrap();
+        let (shared, ours) = Committer::create(&mut odev, l, wb, buffers(l, wb)).unwrap();
         let ours = ours.with_batch_limit(batch);
-        let mut model = Model::new(u64::from(cs), true);
-        model.batch = u64::from(ours.batch_limit());
         Harness {
             l,
-            model,
+            batch,
+            model: Model::new(u64::from(cs), true),
             mdev,
             shared: Locked(RefCell::new(shared)),
             ours,
             odev,
             pending: vec![],
+            waiting: VecDeque::new(),
+            flight: None,
+            held: vec![],
+            next_id: 0,
             committed: vec![],
+            outstanding: VecDeque::new(),
+            durable: 0,
+            invalid_seen: false,
             last_old: 0,
             merging: false,
             merge_failed: false,
+            late: env_flag("MODEL_LATE_GIVE_BACK"),
+            faults: true,
+            stats: Stats::default(),
         }
     }
 
-    fn check_same(&self) {
-        let (m, o, s) = (&self.model, &self.ours, self.shared.get());
-        assert_eq!(s.is_valid(), m.valid);
+    fn valid(&self) -> bool {
+        self.shared.get().is_valid()
+    }
+
+    /// Nothing in flight, waiting or pending.
+    fn quiescent(&self) -> bool {
+        self.flight.is_none()
+            && self.waiting.is_empty()
+            && self.pending.is_empty()
+            && self.held.is_empty()
+    }
+
+    fn is_data_chunk(&self, c: u64) -> bool {
+        c != 0 && (c - 1) % (self.model.epa + 1) != 0
+    }
+
+    /// The checks that hold after every step.
+    fn check(&mut self) {
+        assert!(
+            self.odev.reports.is_empty(),
+            "the harness commits only valid exceptions: {:?}",
+            self.odev.reports
+        );
+        self.odev.ops.clear();
+        let s = self.shared.get();
+        if !s.is_valid() {
+            self.invalid_seen = true;
+        }
+        // What C keeps in memory moves in lockstep with the model, but for
+        // one lag: a full area whose last write waits for the one in flight
+        // is still ours, while C wrote it and moved on.
+        let m = &self.model;
+        let o = &self.ours;
+        let epa = self.l.exceptions_per_area();
+        let lag = o.current_committed() == epa && m.current_area == o.current_area() + 1;
+        if lag {
+            assert!(self.flight.is_some() || !self.held.is_empty());
+            assert_eq!(m.current_committed, 0);
+        }
+        let ours_area = o.current_area() + u64::from(lag);
         assert_eq!(s.next_free(), m.next_free);
-        assert_eq!(s.current_area(), m.current_area);
-        assert_eq!(o.current_area(), m.current_area);
-        assert_eq!(u64::from(o.current_committed()), m.current_committed);
+        assert_eq!(s.current_area() + u64::from(lag), m.current_area);
+        assert_eq!(ours_area, m.current_area);
+        if !lag {
+            assert_eq!(u64::from(o.current_committed()), m.current_committed);
+            assert!(o.area() == m.area, "area buffers differ");
+        }
         assert_eq!(u64::from(s.pending_count()), m.pending);
-        assert_eq!(o.batch().len() as u64, m.callbacks);
-        assert!(o.area() == m.area, "area buffers differ");
-        assert!(self.odev.dev == self.mdev, "device images differ");
-        let u = s.usage(self.odev.dev.sectors()).unwrap();
+        let u = s.usage(sectors(&self.odev.img)).unwrap();
         assert_eq!(u.sectors_allocated, m.next_free * m.chunk_sectors);
-        assert_eq!(u.metadata_sectors, (m.current_area + 2) * m.chunk_sectors);
+        assert_eq!(
+            u.metadata_sectors + u64::from(lag) * m.chunk_sectors,
+            (m.current_area + 2) * m.chunk_sectors
+        );
+
+        let in_flight = self.flight.is_some();
+        if in_flight {
+            assert!(!o.is_idle(), "idle with a write in flight");
+        } else if self.held.is_empty() {
+            assert!(o.is_idle(), "not idle with nothing in flight or held");
+        }
+        assert!(
+            o.open().len() <= o.batch_limit() as usize,
+            "a group larger than the batch limit"
+        );
+        let idle = o.is_idle();
+        assert_eq!(self.ours.merger().is_some(), idle);
+        // Completions: none is left behind once nothing is in flight or
+        // held.
+        if !in_flight && self.held.is_empty() && self.waiting.is_empty() {
+            assert!(
+                self.outstanding.is_empty(),
+                "liveness: completions {:?} outstanding with nothing in flight (open {:?}, valid {})",
+                self.outstanding,
+                self.ours.open().done,
+                s.is_valid()
+            );
+        }
+
+        // Crash safety and durability: the image as a crash now leaves it.
+        let (r, seen, _) = common::scan(&self.odev.img, self.l)
+            .unwrap_or_else(|e| panic!("crash safety: the image does not scan: {e}"));
+        assert_eq!(r.warning, None, "crash safety: records after an end marker");
+        assert!(
+            seen.len() <= self.committed.len()
+                && seen.iter().zip(&self.committed).all(|(a, (_, b))| a == b),
+            "crash safety: the image holds {} exceptions that are not a prefix of the {} committed",
+            seen.len(),
+            self.committed.len()
+        );
+        assert!(
+            seen.len() >= self.durable,
+            "durability: {} exceptions on disk, {} completed while valid",
+            seen.len(),
+            self.durable
+        );
+
         // Outside the dirty range, the area on disk equals memory.
-        let loc = self.l.area_location(o.current_area()).unwrap();
-        if let Some(disk) = self.odev.dev.read_chunk(loc) {
-            let dirty = o.dirty_range().unwrap_or(0..0);
-            for (i, (d, a)) in disk.iter().zip(o.area()).enumerate() {
-                if !dirty.contains(&i) {
-                    assert_eq!(
-                        d,
-                        a,
+        if idle && s.is_valid() {
+            let o = &self.ours;
+            let loc = self.l.area_location(o.current_area()).unwrap();
+            if let Some(disk) = self.odev.img.get(chunk_range(self.l, loc)) {
+                let dirty = o.dirty_range().unwrap_or(0..0);
+                for (i, (d, a)) in disk.iter().zip(o.area()).enumerate() {
+                    assert!(
+                        dirty.contains(&i) || d == a,
                         "byte {i} of area {} outside {dirty:?}",
                         o.current_area()
                     );
                 }
+            }
+        }
+
+        // At quiescence, the image C would have written.
+        if self.quiescent() {
+            assert!(self.ours.open().is_empty());
+            assert_eq!(
+                s.is_valid(),
+                self.model.valid,
+                "validity differs at quiescence"
+            );
+            if s.is_valid() {
+                self.stats.quiescent_compares += 1;
+                assert!(
+                    self.odev.img == self.mdev.img,
+                    "device images differ from the C model's at quiescence"
+                );
             }
         }
     }
@@ -463,24 +599,217 @@ impl Harness {
         let h = self.shared.with(Shared::drop_snapshot);
         let mut buf = vec![0u8; self.l.chunk_bytes() as usize];
         h.encode(&mut buf).unwrap();
-        assert!(self.odev.dev.write_chunk(0, &buf, true));
+        self.odev.img[chunk_range(self.l, 0)].copy_from_slice(&buf);
         self.model.valid = false;
         let mut mbuf = model_header(false, self.model.chunk_sectors);
         mbuf.resize(buf.len(), 0);
         assert!(self.mdev.write_chunk(0, &mbuf, true));
     }
 
-    fn is_data_chunk(&self, c: u64) -> bool {
-        c != 0 && (c - 1) % (self.model.epa + 1) != 0
+    /// Takes what `f` hands out: the next write goes in flight, the due
+    /// completions are called in order and their queue given back (or held,
+    /// `late`), until nothing more comes; then the waiting commits retry.
+    fn handle(&mut self, mut f: Flushed<Queue, Vec<u8>>) {
+        loop {
+            assert!(f.error.is_none(), "unexpected error {:?}", f.error);
+            if let Some(n) = f.next.take() {
+                assert!(self.flight.is_none(), "a second write in flight");
+                assert!(
+                    !self.invalid_seen && self.valid(),
+                    "a write made after the store was invalid"
+                );
+                self.stats.writes += 1;
+                self.stats.group_writes += 1;
+                if n.zero_first().is_some() {
+                    self.stats.area_fills += 1;
+                }
+                self.flight = Some(n);
+            }
+            let Some(b) = f.due.take() else {
+                break;
+            };
+            let Some(b) = self.call(b) else {
+                break;
+            };
+            f = self.ours.give_back(&self.shared, b);
+        }
+        self.retry_waiting();
     }
 
-    fn run(&mut self, op: Op) {
-        match op {
-            Op::Prepare => {
+    /// Calls the completions of `b` in order; the emptied queue to give
+    /// back, or `None` when it is held (`late`).
+    fn call(&mut self, mut b: Queue) -> Option<Queue> {
+        if !self.valid() && b.done.len() > 1 {
+            self.stats.invalid_flushes += 1;
+        }
+        for id in b.done.drain(..) {
+            assert_eq!(
+                self.outstanding.pop_front(),
+                Some(id),
+                "completions come back once each, in commit order"
+            );
+            if self.valid() {
+                let p = self.committed.iter().rposition(|(i, _)| *i == id).unwrap();
+                self.durable = self.durable.max(p + 1);
+            } else if self.odev.img[4] != 0 {
+                // dm-snapshot invalidates the snapshot on failure.
+                self.drop_snapshot();
+            }
+        }
+        if self.late {
+            self.held.push(b);
+            None
+        } else {
+            Some(b)
+        }
+    }
+
+    fn give_back_held(&mut self) {
+        while let Some(b) = self.held.pop() {
+            let f = self.ours.give_back(&self.shared, b);
+            self.handle(f);
+        }
+    }
+
+    /// Retries, in order, the commits that were told to wait, until one
+    /// must wait again.
+    fn retry_waiting(&mut self) {
+        while let Some((id, e, copy_ok)) = self.waiting.pop_front() {
+            if !self.try_commit(id, e, copy_ok) {
+                self.waiting.push_front((id, e, copy_ok));
+                break;
+            }
+        }
+    }
+
+    /// Commits `e` with completion `id`, as dm-snapshot does once the copy
+    /// ended (`copy_ok`). Commits keep their order (kcopyd calls them one
+    /// at a time): behind one that waits, a commit waits too.
+    fn commit(&mut self, id: u32, e: Exception, copy_ok: bool) {
+        if !self.waiting.is_empty() || !self.try_commit(id, e, copy_ok) {
+            self.waiting.push_back((id, e, copy_ok));
+        }
+    }
+
+    /// Tries to commit `e`: false if told to wait.
+    fn try_commit(&mut self, id: u32, e: Exception, copy_ok: bool) -> bool {
+        let valid = self.valid();
+        self.invalid_seen |= !valid;
+        let r = self
+            .ours
+            .commit_exception(&self.shared, &mut self.odev, e, copy_ok, id);
+        if let Commit::Wait(done) = r {
+            assert_eq!(done, id);
+            assert!(
+                self.flight.is_some() || !self.held.is_empty(),
+                "Wait with nothing in flight or held"
+            );
+            self.stats.waits += 1;
+            assert_eq!(self.valid(), valid, "Wait changes nothing");
+            return false;
+        }
+        let _ = self.model.commit(
+            &mut self.mdev,
+            e.old_chunk,
+            e.new_chunk,
+            copy_ok,
+            true,
+            true,
+        );
+        self.committed.push((id, e));
+        self.outstanding.push_back(id);
+        match r {
+            Commit::Queued | Commit::Wait(_) => {}
+            Commit::Write(w) => {
+                assert!(self.flight.is_none(), "a second write in flight");
+                assert!(
+                    !self.invalid_seen,
+                    "a write made after the store was invalid"
+                );
+                self.stats.writes += 1;
+                if w.zero_first().is_some() {
+                    self.stats.area_fills += 1;
+                }
+                self.flight = Some(w);
+            }
+            Commit::Due(b) => {
+                assert!(self.flight.is_none(), "Due with a write in flight");
+                assert!(!self.valid(), "Due on a valid store");
+                self.handle(Flushed {
+                    due: Some(b),
+                    next: None,
+                    error: None,
+                });
+            }
+            Commit::Failed(_) => panic!("a completion the open queue refused"),
+        }
+        true
+    }
+
+    fn commit_pick(&mut self, pick: usize, old: Option<u64>, copy_ok: bool) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let new = self.pending.remove(pick % self.pending.len());
+        assert!(self.is_data_chunk(new));
+        let old = old.unwrap_or(self.last_old + 1);
+        self.last_old = old;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.commit(
+            id,
+            Exception {
+                old_chunk: old,
+                new_chunk: new,
+            },
+            copy_ok,
+        );
+    }
+
+    /// Ends the write in flight with `outcome`, as the kernel's dm-io
+    /// callback does, then retries the commits that waited for it.
+    fn complete(&mut self, outcome: Outcome) {
+        let Some(w) = self.flight.take() else {
+            return;
+        };
+        self.invalid_seen |= !self.valid();
+        let ok = match outcome {
+            Outcome::Ok => issue(&mut self.odev, &w, true),
+            Outcome::FailAfterZero => issue(&mut self.odev, &w, false),
+            Outcome::FailBeforeZero => false,
+        };
+        let f = self.ours.write_done(&self.shared, w, ok);
+        if !ok {
+            self.stats.failed_writes += 1;
+            assert!(!self.valid(), "a failed write invalidates the store");
+            self.invalid_seen = true;
+        }
+        self.handle(f);
+    }
+
+    /// Commits every prepared chunk and completes every write.
+    fn drain(&mut self) {
+        loop {
+            self.give_back_held();
+            if self.flight.is_some() {
+                self.complete(Outcome::Ok);
+            } else if !self.pending.is_empty() {
+                self.commit_pick(0, None, true);
+            } else {
+                break;
+            }
+            self.check();
+        }
+        self.give_back_held();
+    }
+
+    fn run(&mut self, step: Step) {
+        match step {
+            Step::Prepare => {
                 if self.merging {
                     return;
                 }
-                let cow = self.odev.dev.sectors();
+                let cow = sectors(&self.odev.img);
                 let m = self.model.prepare(cow);
                 let o = self.shared.with(|s| s.prepare_exception(cow));
                 match (m, o) {
@@ -494,132 +823,74 @@ impl Harness {
                     other => panic!("prepare differs: {other:?}"),
                 }
             }
-            Op::Commit {
-                pick,
-                old,
-                copy_ok,
-                zero_ok,
-                write_ok,
-            } => {
-                if self.pending.is_empty() {
-                    return;
+            Step::Commit { pick, old, copy_ok } => {
+                self.commit_pick(pick, old, copy_ok || !self.faults);
+            }
+            Step::Complete(outcome) => {
+                self.complete(if self.faults { outcome } else { Outcome::Ok });
+            }
+            Step::Burst { n } => {
+                for _ in 0..n {
+                    self.run(Step::Prepare);
                 }
-                let new = self.pending.remove(pick % self.pending.len());
-                let old = old.unwrap_or(self.last_old + 1);
-                self.last_old = old;
-                let e = Exception {
-                    old_chunk: old,
-                    new_chunk: new,
-                };
-                assert!(self.is_data_chunk(new));
-                let expect =
-                    self.model
-                        .commit(&mut self.mdev, old, new, copy_ok, zero_ok, write_ok);
-                self.odev.zero_ok = zero_ok;
-                self.odev.write_ok = write_ok;
-                let done = self.committed.len() as u32;
-                let got =
-                    match self
-                        .ours
-                        .commit_exception(&self.shared, &mut self.odev, e, copy_ok, done)
-                    {
-                        Commit::Queued => None,
-                        Commit::Due => {
-                            let batch = self.ours.replace_batch(queue(self.l));
-                            Some((batch.len() as u64, self.shared.get().is_valid()))
-                        }
-                        Commit::Unqueued { .. } => panic!("the queue holds a batch"),
-                    };
-                assert_eq!(got, expect);
-                self.committed.push((old, new));
-                if let Some((_, false)) = got {
-                    // dm-snapshot invalidates the snapshot on failure.
-                    if self.shared.get().is_valid() || self.odev.dev.read_chunk(0).unwrap()[4] != 0
-                    {
-                        self.drop_snapshot();
-                    }
+                for _ in 0..n {
+                    self.commit_pick(0, None, true);
                 }
             }
-            Op::Drop => self.drop_snapshot(),
-            Op::Reload => {
-                if !self.pending.is_empty() {
-                    return;
+            Step::Drop => self.drop_snapshot(),
+            Step::Reload => {
+                if self.quiescent() {
+                    self.reload();
                 }
-                self.reload();
             }
-            Op::Merge { pick, write_ok } => self.merge(pick, write_ok),
-            Op::MergeMany { picks } => {
+            Step::Merge { pick, write_ok } => self.merge(pick, write_ok),
+            Step::MergeMany { picks } => {
                 // A merge starts once the commits in flight are done.
-                while !self.pending.is_empty() {
-                    self.run(Op::Commit {
-                        pick: 0,
-                        old: None,
-                        copy_ok: true,
-                        zero_ok: true,
-                        write_ok: true,
-                    });
-                    self.check_same();
-                }
+                self.drain();
                 for pick in picks {
                     self.merge(pick, true);
-                    self.check_same();
+                    self.check();
                 }
             }
+            Step::GiveBack => self.give_back_held(),
         }
     }
 
     fn reload(&mut self) {
+        assert!(self.quiescent());
         let live = self.shared.get();
         let live_area = (self.ours.current_area(), self.ours.current_committed());
         let cs = self.model.chunk_sectors;
-        let hdr = self.odev.dev.read_chunk(0).unwrap();
+        let hdr = self.odev.img[chunk_range(self.l, 0)].to_vec();
         let t = TableChunkSize::new(0, BlockSizes::SECTOR).unwrap();
         let decision = read_header(&hdr, t, BlockSizes::SECTOR, |w| panic!("{w}")).unwrap();
         let l = decision.layout();
         assert_eq!(l, self.l);
         let wb = LogicalBlockSize::SECTOR;
-        let mut area = area_buffer(l);
-        let batch = self.ours.batch_limit();
+        self.held.clear();
         match (Model::load(&self.mdev, cs), decision) {
             (Loaded::Invalid(m), HeaderDecision::Invalid(_)) => {
-                let (shared, ours) = Committer::new_invalid(l, wb, area, queue(l)).unwrap();
+                let (shared, ours) = Committer::new_invalid(l, wb, buffers(l, wb)).unwrap();
                 self.shared = Locked(RefCell::new(shared));
-                self.ours = ours.with_batch_limit(batch);
-                self.model = Model {
-                    batch: u64::from(batch),
-                    ..m
-                };
+                self.ours = ours.with_batch_limit(self.batch);
+                self.model = m;
             }
             (Loaded::Valid(m, seen), HeaderDecision::Valid(_)) => {
-                let mut ours_seen = vec![];
-                let img = &self.odev.dev;
-                let r = scan_areas(
-                    l,
-                    img.sectors(),
-                    &mut area,
-                    |c, buf| {
-                        buf.copy_from_slice(&img.read_chunk(c).ok_or(5)?);
-                        Ok(())
-                    },
-                    |e| {
-                        ours_seen.push((e.old_chunk, e.new_chunk));
-                        Ok(())
-                    },
-                )
-                .unwrap();
+                let (r, ours_seen, area) = common::scan(&self.odev.img, l).unwrap();
                 assert_eq!(r.warning, None);
-                if std::env::var_os("MODEL_STATS").is_some() {
-                    eprintln!("STAT reload valid areas>0={}", r.current_area > 0);
-                }
-                assert_eq!(ours_seen, seen);
-                assert_eq!(ours_seen, self.committed, "exception set after reload");
-                let (shared, ours) = Committer::from_scan(l, wb, &r, area, queue(l)).unwrap();
+                let pairs: Vec<(u64, u64)> = ours_seen
+                    .iter()
+                    .map(|e| (e.old_chunk, e.new_chunk))
+                    .collect();
+                assert_eq!(pairs, seen);
+                let committed: Vec<Exception> = self.committed.iter().map(|(_, e)| *e).collect();
+                assert_eq!(ours_seen, committed, "exception set after reload");
+                let (shared, ours) =
+                    Committer::from_scan(l, wb, &r, buffers_with(l, wb, area)).unwrap();
                 self.shared = Locked(RefCell::new(shared));
-                self.ours = ours.with_batch_limit(batch);
-                self.model = Model {
-                    batch: u64::from(batch),
-                    ..m
-                };
+                self.ours = ours.with_batch_limit(self.batch);
+                self.model = m;
+                self.stats.valid_reloads += 1;
                 assert!(live.is_valid());
                 // A merge that read back a full area holds (k, epa), which
                 // is what a scan calls (k + 1, 0).
@@ -644,12 +915,22 @@ impl Harness {
     }
 
     fn merge(&mut self, pick: u32, write_ok: bool) {
-        if !self.pending.is_empty() || !self.model.valid {
+        if self.flight.is_some() {
+            assert!(
+                self.ours.merger().is_none(),
+                "a merger while a write is in flight"
+            );
+            return;
+        }
+        if !self.quiescent() || !self.valid() {
             return;
         }
         if self.merge_failed {
             assert_eq!(
-                self.ours.prepare_merge(&self.shared, &mut self.odev),
+                self.ours
+                    .merger()
+                    .unwrap()
+                    .prepare_merge(&self.shared, &mut self.odev),
                 Err(Error::MergeCommitFailed)
             );
             return;
@@ -658,6 +939,8 @@ impl Harness {
         let (count, lo, ln) = self.model.prepare_merge(&self.mdev);
         let run = self
             .ours
+            .merger()
+            .unwrap()
             .prepare_merge(&self.shared, &mut self.odev)
             .unwrap();
         let Some(run) = run else {
@@ -669,17 +952,21 @@ impl Harness {
             (u64::from(run.count), run.last_old_chunk, run.last_new_chunk),
             (count, lo, ln)
         );
-        assert_eq!(self.committed.last(), Some(&(lo, ln)));
+        assert_eq!(
+            self.committed
+                .last()
+                .map(|(_, e)| (e.old_chunk, e.new_chunk)),
+            Some((lo, ln))
+        );
         let n = 1 + pick % run.count;
-        if std::env::var_os("MODEL_STATS").is_some() {
-            eprintln!(
-                "STAT merge area_read={} run>1={}",
-                self.ours.current_committed() == self.l.exceptions_per_area(),
-                run.count > 1
-            );
-        }
-        self.odev.write_ok = write_ok;
-        let ok = match self.ours.commit_merge(&self.shared, &mut self.odev, n) {
+        self.odev.fail_write = !write_ok;
+        let r = self
+            .ours
+            .merger()
+            .unwrap()
+            .commit_merge(&self.shared, &mut self.odev, n);
+        self.odev.fail_write = false;
+        let ok = match r {
             Ok(()) => true,
             Err(Error::WriteFailed { .. }) => false,
             Err(e) => panic!("commit_merge: {e}"),
@@ -690,8 +977,10 @@ impl Harness {
             ok
         );
         if ok {
+            self.stats.merges += 1;
             let keep = self.committed.len() - n as usize;
             self.committed.truncate(keep);
+            self.durable = self.durable.min(keep);
         } else {
             self.merge_failed = true;
         }
@@ -710,32 +999,34 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
-    fn store_matches_the_c_model_through_commits_reloads_and_merges(
+    fn group_commit_is_durable_crash_safe_and_ends_as_the_c_model(
         shift in prop_oneof![3 => Just(0u32), 1 => 0u32..4],
         write_shift in 0u32..4,
         chunks in 2u64..300,
         extra in 0u64..8,
         drop_at in prop::option::weighted(0.2, 0usize..200),
-        ops in prop::collection::vec(op(), 1..400),
+        steps in prop::collection::vec(step(), 1..400),
         batch in prop_oneof![2 => Just(u32::MAX), 1 => 1u32..6],
+        faults in prop::bool::ANY,
     ) {
         let mut h = Harness::new(shift, write_shift, chunks, extra, batch);
-        h.check_same();
-        for (i, o) in ops.into_iter().enumerate() {
-            if drop_at == Some(i) {
-                h.run(Op::Drop);
-                h.check_same();
+        h.faults = faults;
+        h.check();
+        for (i, s) in steps.into_iter().enumerate() {
+            if faults && drop_at == Some(i) {
+                h.run(Step::Drop);
+                h.check();
             }
-            h.run(o);
-            h.check_same();
+            h.run(s);
+            h.check();
         }
-        // Finish: commit what is pending, then a final reload round trip.
-        while !h.pending.is_empty() {
-            h.run(Op::Commit { pick: 0, old: None, copy_ok: true, zero_ok: true, write_ok: true });
-            h.check_same();
-        }
-        h.run(Op::Reload);
-        h.check_same();
+        // Finish: commit what is pending, complete every write, then a
+        // final reload round trip.
+        h.drain();
+        h.check();
+        prop_assert!(h.outstanding.is_empty());
+        h.run(Step::Reload);
+        h.check();
     }
 
     #[test]
@@ -744,30 +1035,37 @@ proptest! {
         write_shift in 0u32..2,
         commits in 1usize..200,
         depth in 1usize..8,
+        every in 1usize..5,
         reload in prop::bool::ANY,
         picks in prop::collection::vec(any::<u32>(), 1..400),
     ) {
         // Enough room for every exception: a store that fills its areas,
-        // without injected failures, then is merged back run by run.
+        // without injected failures, its writes completed after every
+        // `every` commits, then merged back run by run through merger().
         let mut h = Harness::new(shift, write_shift, 300, 0, u32::MAX);
         let mut left = commits;
         while left > 0 {
             let n = depth.min(left);
             for _ in 0..n {
-                h.run(Op::Prepare);
+                h.run(Step::Prepare);
             }
-            for _ in 0..n {
-                h.run(Op::Commit { pick: 0, old: None, copy_ok: true, zero_ok: true, write_ok: true });
-                h.check_same();
+            for k in 0..n {
+                h.run(Step::Commit { pick: 0, old: None, copy_ok: true });
+                if k % every == every - 1 {
+                    h.run(Step::Complete(Outcome::Ok));
+                }
+                h.check();
             }
             left -= n;
         }
+        h.drain();
+        h.check();
         if reload {
-            h.run(Op::Reload);
-            h.check_same();
+            h.run(Step::Reload);
+            h.check();
         }
-        h.run(Op::MergeMany { picks });
-        h.check_same();
+        h.run(Step::MergeMany { picks });
+        h.check();
     }
 
     #[test]
@@ -796,7 +1094,8 @@ proptest! {
                 }
                 prop_assert!(!l.is_metadata_chunk(r.next_free));
                 area.resize(l.chunk_bytes() as usize, 0);
-                prop_assert!(Committer::from_scan(l, LogicalBlockSize::SECTOR, &r, area, queue(l)).is_ok());
+                let wb = LogicalBlockSize::SECTOR;
+                prop_assert!(Committer::from_scan(l, wb, &r, buffers_with(l, wb, area)).is_ok());
             }
             Err(e) => prop_assert!(e.errno() > 0),
         }

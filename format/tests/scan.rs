@@ -271,8 +271,8 @@ fn garbage_after_the_end_marker_is_a_warning_and_is_cleared() {
             records: 2
         })
     );
-    let q = Queue::with_capacity(32);
-    let (_, c) = Committer::from_scan(l, LogicalBlockSize::SECTOR, &r, area, q).unwrap();
+    let wb = LogicalBlockSize::SECTOR;
+    let (_, c) = Committer::from_scan(l, wb, &r, buffers_with(l, wb, area)).unwrap();
     assert_eq!(read_exception(c.area(), 4), Some(Exception::default()));
     assert_eq!(read_exception(c.area(), 9), Some(Exception::default()));
     assert_eq!(c.dirty_range(), Some(0..512));
@@ -292,7 +292,7 @@ fn garbage_after_the_end_marker_is_a_warning_and_is_cleared() {
     );
 }
 
-/// A device that keeps a copy of the image after each write.
+/// A device that keeps a copy of the image after each write through it.
 struct Recorder {
     dev: MemDev,
     images: Vec<Vec<u8>>,
@@ -341,13 +341,17 @@ fn cleared_garbage_cannot_be_revived_by_the_next_commit() {
     };
     let ch = prepare(&s, sectors(&d.dev.img)).unwrap();
     assert_eq!(ch, 4);
-    assert_eq!(
-        c.commit_exception(&s, &mut d, ex(3, ch), true, 0),
-        Commit::Due
-    );
+    let w = expect_write(c.commit_exception(&s, &mut d, ex(3, ch), true, 0));
     assert!(!c.cleanup_pending());
+    // The clean-up was written synchronously, through the I/O, before the
+    // commit returned its own write.
+    assert_eq!(d.images.len(), 1);
+    assert!(issue(&mut d.dev, &w, true));
+    d.images.push(d.dev.img.clone());
     // No record may reach the disk before the cleared garbage does: the
     // first write clears slot 3 and does not hold the new record yet.
+    let (due, next) = complete(&mut c, &s, w, true);
+    assert_eq!((due, next.is_none()), (vec![0], true));
     let w = writes(&d.dev.ops);
     assert_eq!(w.len(), 2);
     assert!(matches!(d.dev.ops[0], Op::Write(_)));
@@ -358,7 +362,6 @@ fn cleared_garbage_cannot_be_revived_by_the_next_commit() {
     assert_eq!(read_exception(first, 2), Some(Exception::default()));
     let second = &d.images[1][base..base + 512];
     assert_eq!(read_exception(second, 2), Some(ex(3, 4)));
-    assert_eq!(take_batch(&mut c), [0]);
     assert!(s.get().is_valid());
     assert!(d.dev.reports.is_empty());
     let (r, seen, _) = scan(&d.dev.img, l).unwrap();
@@ -544,8 +547,7 @@ fn cleared_garbage_is_written_by_the_first_commit_once() {
         warning: None,
     };
     let wb = LogicalBlockSize::new(512).unwrap();
-    let q = || Queue::with_capacity(32);
-    let (s, mut c) = Committer::from_scan(l, wb, &scan, area.clone(), q()).unwrap();
+    let (s, mut c) = Committer::from_scan(l, wb, &scan, buffers_with(l, wb, area.clone())).unwrap();
     let s = Locked(std::cell::RefCell::new(s));
     assert!(c.cleanup_pending());
     assert_eq!(read_exception(c.area(), 5), Some(Exception::default()));
@@ -553,10 +555,7 @@ fn cleared_garbage_is_written_by_the_first_commit_once() {
     img[chunk_range(l, 1)].copy_from_slice(&area);
     let mut d = MemDev::new(img);
     let ch = prepare(&s, sectors(&d.img)).unwrap();
-    assert_eq!(
-        c.commit_exception(&s, &mut d, ex(8, ch), true, 0),
-        Commit::Due
-    );
+    let w = expect_write(c.commit_exception(&s, &mut d, ex(8, ch), true, 0));
     let whole = AreaWrite {
         area: 0,
         chunk: 1,
@@ -565,23 +564,31 @@ fn cleared_garbage_is_written_by_the_first_commit_once() {
         sector: 1,
         sectors: 1,
     };
-    assert_eq!(d.ops, [Op::Write(whole), Op::Write(whole)]);
+    // The clean-up went synchronously, before the record's write was made.
+    assert_eq!(d.ops, [Op::Write(whole)]);
     assert!(!c.cleanup_pending());
     assert_eq!(
         read_exception(&d.img[chunk_range(l, 1)], 5),
         Some(Exception::default())
     );
+    assert_eq!(
+        read_exception(&d.img[chunk_range(l, 1)], 1),
+        Some(Exception::default())
+    );
+    assert_eq!(*w.write(), whole);
+    assert_eq!(settle(&mut c, &s, &mut d, w), [0]);
+    assert_eq!(d.ops, [Op::Write(whole), Op::Write(whole)]);
     // The next commit writes its record alone.
     let ch = prepare(&s, sectors(&d.img)).unwrap();
     assert_eq!(
-        c.commit_exception(&s, &mut d, ex(9, ch), true, 1),
-        Commit::Due
+        commit_sync(&mut c, &s, &mut d, ex(9, ch), true, 1),
+        Synced::Done(vec![1])
     );
     assert_eq!(d.ops.len(), 3);
     // A clean area asks for nothing.
     let mut clean = vec![0u8; 512];
     write_exception(&mut clean, 0, ex(7, 2)).unwrap();
-    let (_, c) = Committer::from_scan(l, wb, &scan, clean, q()).unwrap();
+    let (_, c) = Committer::from_scan(l, wb, &scan, buffers_with(l, wb, clean)).unwrap();
     assert!(!c.cleanup_pending());
     assert_eq!(c.dirty_range(), None);
 }
@@ -710,11 +717,10 @@ fn failed_cleanup_invalidates_and_no_record_is_written() {
     d.fail_write = true;
     let ch = prepare(&s, sectors(&img)).unwrap();
     // The commit goes through as a failed one: only the cleanup write was
-    // tried, and the completion is due.
-    assert_eq!(
-        c.commit_exception(&s, &mut d, ex(3, ch), true, 0),
-        Commit::Due
-    );
+    // tried, and the completion is due at once.
+    let Commit::Due(due) = c.commit_exception(&s, &mut d, ex(3, ch), true, 0) else {
+        panic!("expected the completion due at once");
+    };
     assert_eq!(d.ops.len(), 1);
     assert!(matches!(d.ops[0], Op::Write(_)));
     assert_eq!(
@@ -726,14 +732,17 @@ fn failed_cleanup_invalidates_and_no_record_is_written() {
     );
     assert!(!s.get().is_valid());
     assert!(!c.cleanup_pending());
-    assert_eq!(take_batch(&mut c), [0]);
+    let (due, next) = take_due(&mut c, &s, due);
+    assert_eq!(due, [0]);
+    assert!(next.is_none());
+    assert!(c.is_idle());
     assert_eq!(d.img, img);
     // Nothing more is written.
     d.fail_write = false;
     let ch = prepare(&s, sectors(&img)).unwrap();
     assert_eq!(
-        c.commit_exception(&s, &mut d, ex(4, ch), true, 1),
-        Commit::Due
+        commit_sync(&mut c, &s, &mut d, ex(4, ch), true, 1),
+        Synced::Done(vec![1])
     );
     assert_eq!(d.ops.len(), 1);
 }
@@ -747,12 +756,14 @@ fn a_merge_write_carries_the_cleanup() {
     let (s, mut c) = load(&img, l, LogicalBlockSize::SECTOR);
     let mut d = MemDev::new(img);
     let run = c
+        .merger()
+        .unwrap()
         .prepare_merge(&s, &mut d)
         .unwrap()
         .expect("a run in memory");
     assert_eq!(run.count, 2);
     assert!(d.ops.is_empty());
-    c.commit_merge(&s, &mut d, 1).unwrap();
+    c.merger().unwrap().commit_merge(&s, &mut d, 1).unwrap();
     let w = writes(&d.ops);
     assert_eq!(w.len(), 1);
     assert!(w[0].range().unwrap().contains(&(6 * 16)));
@@ -764,8 +775,8 @@ fn a_merge_write_carries_the_cleanup() {
     // The next commit writes only its record.
     let ch = prepare(&s, sectors(&d.img)).unwrap();
     assert_eq!(
-        c.commit_exception(&s, &mut d, ex(5, ch), true, 0),
-        Commit::Due
+        commit_sync(&mut c, &s, &mut d, ex(5, ch), true, 0),
+        Synced::Done(vec![0])
     );
     assert_eq!(writes(&d.ops).len(), 2);
 }
@@ -784,10 +795,15 @@ fn garbage_in_an_area_merged_away_is_zeroed_before_it_is_reused() {
     assert!(c.cleanup_pending());
     assert_eq!((c.current_area(), c.current_committed()), (1, 0));
     let mut d = MemDev::new(img);
-    let run = c.prepare_merge(&s, &mut d).unwrap().unwrap();
+    let run = c
+        .merger()
+        .unwrap()
+        .prepare_merge(&s, &mut d)
+        .unwrap()
+        .unwrap();
     assert_eq!(run.count, 32);
     assert!(!c.cleanup_pending());
-    c.commit_merge(&s, &mut d, 1).unwrap();
+    c.merger().unwrap().commit_merge(&s, &mut d, 1).unwrap();
     assert_eq!(s.get().next_free(), 33);
     assert_eq!(
         read_exception(&d.img[base..base + 512], 3),
@@ -796,10 +812,15 @@ fn garbage_in_an_area_merged_away_is_zeroed_before_it_is_reused() {
     );
     let ch = prepare(&s, sectors(&d.img)).unwrap();
     assert_eq!(ch, 33);
+    let w = expect_write(c.commit_exception(&s, &mut d, ex(7, ch), true, 0));
+    assert_eq!(w.zero_first(), Some(l.area_io(1).unwrap()));
+    assert_eq!(d.ops.len(), 2, "nothing written before the write is issued");
     assert_eq!(
-        c.commit_exception(&s, &mut d, ex(7, ch), true, 0),
-        Commit::Due
+        read_exception(&d.img[base..base + 512], 3),
+        Some(ex(9, 40)),
+        "area 1 is zeroed by the write that fills area 0"
     );
+    assert_eq!(settle(&mut c, &s, &mut d, w), [0]);
     assert_eq!(
         d.ops[2..],
         [

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
 //! Fuzz target: the input is a tiny COW device image run through the whole
 //! activation path (header decision, validating scan, store construction),
-//! then through a few commits that are written back and rescanned, and a
-//! full merge. Nothing may panic, and what the scanner accepts must obey
+//! then through a few commits, each write issued on the image and completed
+//! at once, that are rescanned, and a full merge. Nothing may panic, and what the scanner accepts must obey
 //! the layout rules.
 //!
 //! Input: byte 0 is a control byte, the rest is the image.
@@ -77,6 +77,55 @@ fn count(l: Layout) -> Count {
     Count(0, batch_capacity(l) as usize)
 }
 
+/// The store under test.
+type Store = Committer<Vec<u8>, Count, Vec<u8>>;
+
+/// The buffers of a store: `area`, three empty queues, an I/O buffer.
+fn buffers(l: Layout, wb: LogicalBlockSize, area: Vec<u8>) -> Buffers<Vec<u8>, Count, Vec<u8>> {
+    let io = io_buffer_len(l, wb).unwrap();
+    Buffers {
+        area,
+        batches: [count(l), count(l), count(l)],
+        io: vec![0u8; io],
+    }
+}
+
+/// Gives back a queue whose completions were called.
+fn give_back(store: &mut Store, shared: &Locked, b: Count) -> Flushed<Count, Vec<u8>> {
+    assert!(b.0 > 0, "an empty queue came back due");
+    store.give_back(shared, Count(0, b.1))
+}
+
+/// Takes what the store hands out until nothing is left, as the kernel
+/// store does: due completions are called and their queue given back, and
+/// each write is issued on the image and completed at once.
+fn settle(store: &mut Store, shared: &Locked, io: &mut Image, mut f: Flushed<Count, Vec<u8>>) {
+    loop {
+        if let Some(e) = &f.error {
+            panic!("a write could not be made: {e}");
+        }
+        let next = f.next.take();
+        if let Some(b) = f.due.take() {
+            let g = give_back(store, shared, b);
+            assert!(
+                next.is_none() || g.next.is_none(),
+                "a second write in flight"
+            );
+            f = Flushed {
+                due: g.due,
+                next: next.or(g.next),
+                error: g.error,
+            };
+            continue;
+        }
+        let Some(w) = next else {
+            return;
+        };
+        let ok = issue(io, &w);
+        f = store.write_done(shared, w, ok);
+    }
+}
+
 /// The image as the store's metadata I/O: every write lands, or fails
 /// past the end.
 struct Image(Vec<u8>, Layout);
@@ -111,6 +160,18 @@ impl MetadataIo for Image {
     fn report(&mut self, error: &Error) {
         panic!("refused a prepared chunk: {error}");
     }
+}
+
+/// Issues commit write `w` on the image as the kernel store does: zeros
+/// over `zero_first`, then the bytes; false if either fails.
+fn issue(io: &mut Image, w: &CommitWrite<Vec<u8>>) -> bool {
+    assert_eq!(w.bytes().len(), w.write().len as usize);
+    if let Some(z) = w.zero_first() {
+        if io.zero_area(z).is_err() {
+            return false;
+        }
+    }
+    write_at(&mut io.0, w.write().sector, w.bytes())
 }
 
 fn scan_image(img: &[u8], l: Layout) -> Result<(ScanResult, Vec<Exception>, Vec<u8>), Error> {
@@ -171,10 +232,11 @@ fn run(data: &[u8]) {
     let mut img = image.to_vec();
     let cow_sectors = img.len() as u64 / 512;
     let area = vec![0u8; l.chunk_bytes() as usize];
+    let bufs = |area| buffers(l, wb, area);
 
     let (shared, mut store, mut seen) = match decision {
         HeaderDecision::New(_) => {
-            let (shared, c) = Committer::new_snapshot(l, wb, area, count(l)).unwrap();
+            let (shared, c) = Committer::new_snapshot(l, wb, bufs(area)).unwrap();
             // As the kernel store: zero area 0 (may not fit), then the
             // header.
             let mut h = vec![0u8; l.chunk_bytes() as usize];
@@ -186,17 +248,18 @@ fn run(data: &[u8]) {
             (shared, c, Vec::new())
         }
         HeaderDecision::Invalid(_) => {
-            let (shared, mut c) = Committer::new_invalid(l, wb, area, count(l)).unwrap();
+            let (shared, mut c) = Committer::new_invalid(l, wb, bufs(area)).unwrap();
             let shared = Locked(RefCell::new(shared));
             let mut io = Image(img, l);
-            assert_eq!(c.prepare_merge(&shared, &mut io), Ok(None));
+            let mut merger = c.merger().unwrap();
+            assert_eq!(merger.prepare_merge(&shared, &mut io), Ok(None));
             return;
         }
         HeaderDecision::Valid(_) => match scan_image(&img, l) {
             Ok((r, seen, area)) => {
                 // Activation writes nothing: the cleared garbage goes back
                 // to disk with the first commit, below.
-                let (shared, c) = Committer::from_scan(l, wb, &r, area, count(l)).unwrap();
+                let (shared, c) = Committer::from_scan(l, wb, &r, bufs(area)).unwrap();
                 (shared, c, seen)
             }
             Err(e) => {
@@ -209,7 +272,8 @@ fn run(data: &[u8]) {
     let shared = Locked(RefCell::new(shared));
     let _ = shared.with(|s| s.usage(cow_sectors));
 
-    // Commit a few exceptions, in one batch, doing the I/O on the image.
+    // Commit a few exceptions, issuing each write on the image and
+    // completing it at once.
     let n = u64::from(ctl >> 4);
     let mut prepared = Vec::new();
     for _ in 0..n {
@@ -231,7 +295,31 @@ fn run(data: &[u8]) {
             old_chunk: k as u64,
             new_chunk: *c,
         };
-        let _ = store.commit_exception(&shared, &mut io, e, true, ());
+        match store.commit_exception(&shared, &mut io, e, true, ()) {
+            Commit::Write(w) => {
+                let ok = issue(&mut io, &w);
+                let f = store.write_done(&shared, w, ok);
+                settle(&mut store, &shared, &mut io, f);
+            }
+            Commit::Due(b) => {
+                assert!(!shared.with(|s| s.is_valid()));
+                let f = Flushed {
+                    due: Some(b),
+                    next: None,
+                    error: None,
+                };
+                settle(&mut store, &shared, &mut io, f);
+            }
+            // The queue has room for a whole group: the push never fails
+            // (and its report would have panicked above).
+            Commit::Failed(()) => panic!("the open queue refused a completion"),
+            // Every write was completed and every queue given back.
+            Commit::Queued | Commit::Wait(()) => {
+                panic!("nothing is in flight or held between commits")
+            }
+        }
+        assert!(store.is_idle());
+        assert_eq!(store.open().len(), 0);
         seen.push(e);
     }
     if !shared.with(|s| s.is_valid()) {
@@ -246,14 +334,14 @@ fn run(data: &[u8]) {
         // The first commit also cleared any leftovers after the end marker.
         assert_eq!(r.warning, None);
     }
-    let (shared, mut store) = Committer::from_scan(l, wb, &r, area, count(l)).unwrap();
+    let (shared, mut store) = Committer::from_scan(l, wb, &r, bufs(area)).unwrap();
     let shared = Locked(RefCell::new(shared));
     let mut io = Image(img, l);
 
     // Merge everything back, newest first.
     let mut left = seen.len();
     for _ in 0..=(seen.len() + 2 * r.current_area as usize + 2) {
-        let run = match store.prepare_merge(&shared, &mut io) {
+        let run = match store.merger().unwrap().prepare_merge(&shared, &mut io) {
             Ok(None) => break,
             Ok(Some(run)) => run,
             Err(e) => panic!("prepare_merge: {e}"),
@@ -263,11 +351,18 @@ fn run(data: &[u8]) {
             (run.last_old_chunk, run.last_new_chunk),
             (last.old_chunk, last.new_chunk)
         );
-        store.commit_merge(&shared, &mut io, run.count).unwrap();
+        store
+            .merger()
+            .unwrap()
+            .commit_merge(&shared, &mut io, run.count)
+            .unwrap();
         left -= run.count as usize;
     }
     assert_eq!(left, 0);
-    assert_eq!(store.prepare_merge(&shared, &mut io), Ok(None));
+    assert_eq!(
+        store.merger().unwrap().prepare_merge(&shared, &mut io),
+        Ok(None)
+    );
     let (_, after, _) = scan_image(&io.0, l).unwrap();
     assert!(after.is_empty());
 }

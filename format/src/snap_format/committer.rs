@@ -10,6 +10,7 @@ use super::{
     error::Error,
     header::DiskHeader,
     layout::{
+        AreaIo,
         AreaWrite,
         Layout, //
     },
@@ -69,27 +70,197 @@ pub trait Batch {
     }
 }
 
+/// The completion queues a store needs: the open batch, the one in
+/// flight, and the one whose completions the caller is calling.
+pub const BATCHES: usize = 3;
+
+/// The size of the I/O buffer of a store of `layout` writing `write_block`
+/// blocks: the most bytes one commit write carries, a batch's records
+/// rounded out to whole blocks, or the whole chunk when smaller.
+pub fn io_buffer_len(layout: Layout, write_block: LogicalBlockSize) -> Option<usize> {
+    let records = batch_capacity(layout).checked_mul(16)?;
+    let block = write_block.bytes();
+    let len = records.checked_add(block.checked_mul(2)?)?;
+    usize::try_from(len.min(layout.chunk_bytes())).ok()
+}
+
+/// A metadata write for the caller to issue without waiting. Zero
+/// [`CommitWrite::zero_first`] if set (a plain write; C:
+/// `zero_disk_area()`), then, once that completed, write
+/// [`CommitWrite::bytes`] to the sectors of [`CommitWrite::write`] with
+/// `REQ_PREFLUSH | REQ_FUA | REQ_SYNC`; report the outcome with
+/// [`Committer::write_done`], handing the write back.
+///
+/// The bytes are a copy of the area's dirty blocks taken when the write
+/// was made: new records go on into the area while it is in flight. Only
+/// the committer makes one, at most one at a time, so the write handed
+/// back to [`Committer::write_done`] is the one in flight.
+#[must_use]
+#[derive(Debug)]
+pub struct CommitWrite<W> {
+    zero_first: Option<AreaIo>,
+    write: AreaWrite,
+    buf: W,
+}
+
+impl<W: DerefMut<Target = [u8]>> CommitWrite<W> {
+    /// The area to zero before the write: the next one, when this write
+    /// completes a full area.
+    pub const fn zero_first(&self) -> Option<AreaIo> {
+        self.zero_first
+    }
+
+    /// Where the bytes go.
+    pub const fn write(&self) -> &AreaWrite {
+        &self.write
+    }
+
+    /// The bytes to write, `write().len` of them.
+    pub fn bytes(&self) -> &[u8] {
+        let len = usize::try_from(self.write.len).unwrap_or(usize::MAX);
+        self.buf.get(..len).unwrap_or(&[])
+    }
+
+    /// The buffer holding the bytes, for I/O that needs its owner (dm-io
+    /// maps vmalloc and kmalloc memory differently); the bytes are its
+    /// first `write().len`.
+    pub const fn buffer(&self) -> &W {
+        &self.buf
+    }
+
+    /// Takes the buffer out, for I/O that must own it while in flight;
+    /// [`CommitWrite::from_parts`] puts the write back together.
+    pub fn into_parts(self) -> (CommitWriteParts, W) {
+        let parts = CommitWriteParts {
+            zero_first: self.zero_first,
+            write: self.write,
+        };
+        (parts, self.buf)
+    }
+
+    /// The write `parts` came from, with its buffer `buf` back.
+    pub const fn from_parts(parts: CommitWriteParts, buf: W) -> Self {
+        Self {
+            zero_first: parts.zero_first,
+            write: parts.write,
+            buf,
+        }
+    }
+}
+
+/// A [`CommitWrite`] without its buffer, while I/O owns the buffer.
+#[must_use]
+#[derive(Clone, Copy, Debug)]
+pub struct CommitWriteParts {
+    zero_first: Option<AreaIo>,
+    write: AreaWrite,
+}
+
+impl CommitWriteParts {
+    /// As [`CommitWrite::zero_first`].
+    pub const fn zero_first(&self) -> Option<AreaIo> {
+        self.zero_first
+    }
+
+    /// As [`CommitWrite::write`].
+    pub const fn write(&self) -> &AreaWrite {
+        &self.write
+    }
+}
+
 /// What the caller does after [`Committer::commit_exception`].
 #[must_use]
-#[derive(Debug, PartialEq, Eq)]
-pub enum Commit<C> {
-    /// The exception waits for those still pending.
+#[derive(Debug)]
+pub enum Commit<B, C, W> {
+    /// Recorded; the completion waits for a write in flight.
     Queued,
-    /// The queued completions are due: take them with
-    /// [`Committer::replace_batch`], release the commit lock, and call each,
-    /// oldest first, with [`Shared::is_valid`] as it is at that call (C
-    /// reads `ps->valid` per callback; a callback may invalidate the
-    /// store).
-    Due,
-    /// The completion could not be queued (the queue was full, which
-    /// [`batch_capacity`] rules out) and the store is invalid: call `done`
-    /// with failure, and the queued ones too if `due`.
-    Unqueued {
-        /// The completion of the exception.
-        done: C,
-        /// Whether the queued completions are due as well.
-        due: bool,
-    },
+    /// Recorded; issue this write, which makes it durable.
+    Write(CommitWrite<W>),
+    /// Recorded, and the store is invalid with no write in flight: call
+    /// these completions with failure, in order, then give the batch back
+    /// with [`Committer::give_back`].
+    Due(B),
+    /// Recorded, but its completion could not be queued (not reached: the
+    /// queue is checked first); the store is now invalid. Call `done` with
+    /// failure.
+    Failed(C),
+    /// Not recorded, nothing changed: the area is full and its last write
+    /// waits for the one in flight, or the open batch is full. Call again
+    /// with `done` after the next [`Committer::write_done`] or
+    /// [`Committer::give_back`].
+    Wait(C),
+}
+
+/// What [`Committer::write_done`] and [`Committer::give_back`] hand back.
+#[must_use]
+#[derive(Debug)]
+pub struct Flushed<B, W> {
+    /// Completions now due, in order: call each with [`Shared::is_valid`]
+    /// as it is at that call, then give the emptied batch back with
+    /// [`Committer::give_back`].
+    pub due: Option<B>,
+    /// The next write to issue.
+    pub next: Option<CommitWrite<W>>,
+    /// A problem to log: a write that could not be made, which made the
+    /// store invalid.
+    pub error: Option<Error>,
+}
+
+/// What [`Committer::launch`] did.
+enum Launch<B, W> {
+    Nothing,
+    Write(CommitWrite<W>),
+    Due(B),
+}
+/// The merge paths of a [`Committer`] with no commit write in flight;
+/// from [`Committer::merger`].
+pub struct Merger<'a, A, B, W>(&'a mut Committer<A, B, W>);
+
+impl<A, B, W> Merger<'_, A, B, W>
+where
+    A: DerefMut<Target = [u8]>,
+    B: Batch,
+    W: DerefMut<Target = [u8]>,
+{
+    /// Says where the next run of exceptions to merge is, newest first:
+    /// `None` when no exception is left. When the area in memory is empty
+    /// it reads the previous one, which must be full and valid.
+    ///
+    /// C: `persistent_prepare_merge()`. Unlike C, a failed read or check
+    /// leaves the store on its current area.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ReadFailed`], a validation error of the area read, or
+    /// [`Error::MergeCommitFailed`] after a failed merge write.
+    pub fn prepare_merge(
+        &mut self,
+        shared: &impl SharedLock,
+        io: &mut impl MetadataIo<Area = A>,
+    ) -> Result<Option<MergeRun>, Error> {
+        self.0.prepare_merge(shared, io)
+    }
+
+    /// Removes the last `nr_merged` exceptions, which dm-snapshot has
+    /// copied back to the origin, from the area, and writes it. A failed
+    /// write stops merging until the store is reloaded: C would carry on
+    /// from cleared records.
+    ///
+    /// C: `persistent_commit_merge()`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::MergeCountInvalid`] unless `1 <= nr_merged <=` the run the
+    /// last [`Merger::prepare_merge`] found (nothing changes then);
+    /// [`Error::WriteFailed`]; [`Error::MergeCommitFailed`].
+    pub fn commit_merge(
+        &mut self,
+        shared: &impl SharedLock,
+        io: &mut impl MetadataIo<Area = A>,
+        nr_merged: u32,
+    ) -> Result<(), Error> {
+        self.0.commit_merge(shared, io, nr_merged)
+    }
 }
 
 /// A run of exceptions, ending with the most recent one, whose `old_chunk`
@@ -126,6 +297,35 @@ impl MergeRun {
     }
 }
 
+/// The buffers a committer owns: the area (one chunk), [`BATCHES`] empty
+/// completion queues of [`batch_capacity`] each, and an I/O buffer of
+/// [`io_buffer_len`] bytes.
+pub struct Buffers<A, B, W> {
+    /// The area. C: `ps->area`.
+    pub area: A,
+    /// Empty completion queues. C: `ps->callbacks`, an area's worth.
+    pub batches: [B; BATCHES],
+    /// The copy of the dirty blocks a commit write carries.
+    pub io: W,
+}
+
+/// Up to two values kept for reuse.
+struct Spares<T>(Option<T>, Option<T>);
+
+impl<T> Spares<T> {
+    fn take(&mut self) -> Option<T> {
+        self.0.take().or_else(|| self.1.take())
+    }
+
+    fn put(&mut self, v: T) {
+        if self.0.is_none() {
+            self.0 = Some(v);
+        } else {
+            self.1 = Some(v);
+        }
+    }
+}
+
 /// Byte range `[start, end)` of the area buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Dirty {
@@ -135,10 +335,11 @@ struct Dirty {
 
 /// The commit and merge paths of a persistent store: the in-memory area
 /// `A` (one chunk), what changed in it since it was last written, the
-/// completions `B` waiting for that write and the merge position. Keep it
-/// behind the store's commit mutex; the [`Shared`] state it updates sits
-/// behind the spinlock `prepare_exception` takes, which it takes only for
-/// O(1) steps, never across I/O.
+/// completions `B` waiting for a write, the one write `W` in flight and
+/// the merge position. Keep it behind the store's commit mutex; the
+/// [`Shared`] state it updates sits behind the spinlock
+/// `prepare_exception` takes, which it takes only for O(1) steps, never
+/// across I/O.
 ///
 /// C: the fields `area`, `current_committed`, `callbacks` and
 /// `callback_count` of `struct pstore`; its methods are
@@ -149,49 +350,78 @@ struct Dirty {
 ///
 /// - `area` is one chunk long and holds `current_committed` records of
 ///   area `current_area`, zeros after them.
-/// - `current_committed < exceptions_per_area` between calls.
-/// - Outside `dirty`, the area on disk equals `area` (see "Dirty ranges").
+/// - `current_committed <= exceptions_per_area`; equal only while the store
+///   is valid and the full area's last write waits for the one in flight
+///   (`full`), or after a merge stepped back into a full area.
+/// - Outside `dirty` and the write in flight, the area on disk equals
+///   `area` (see "Dirty ranges").
+/// - At most one write is in flight: `flight` is `Some` exactly then, and
+///   the I/O buffer is out with it.
 /// - `prepared <= current_committed`.
 ///
-/// # Commit batches
+/// # Group commit
 ///
-/// C writes the area when no other exception is pending or the area is
-/// full, so a batch can hold an area's worth of callbacks: 32,768 at
-/// 512 KiB chunks, 524,288 at 8 MiB, all preallocated. This store also
-/// writes when [`Committer::batch_limit`] completions are queued
+/// C writes the area synchronously once no other exception is pending,
+/// so at any queue depth the committing thread (kcopyd) waits for every
+/// PREFLUSH|FUA write and dispatches no copy meanwhile. This committer
+/// returns the write to the caller, who issues it without waiting. The
+/// records committed while it is in flight wait in the open batch and go
+/// out together in the next write, made as soon as the flight ends
+/// ([`Committer::write_done`]). A completion is due only once the write
+/// holding its record completed, and writes complete in the order they
+/// were made, so completions run in commit order. Every write holds every
+/// record committed before it, as C's does, so no state a crash can leave
+/// is new.
+///
+/// A batch holds at most [`Committer::batch_limit`] completions
 /// ([`MAX_BATCH`] by default: dm-snapshot's default
-/// `snapshot_copy_throttle`, so a larger batch rarely forms anyway).
-/// Writing earlier is what C does at queue depth 1: the area written holds
-/// every exception committed so far, so no state a crash can leave is new.
+/// `snapshot_copy_throttle`, so a larger batch rarely forms anyway); a
+/// commit beyond that waits for the flight to end ([`Commit::Wait`]).
+///
+/// The record that fills the area is written with the next area zeroed
+/// first, as C does, and the area in memory moves on when that write is
+/// made. If a write is in flight, the full area waits for it, and the
+/// next commit with it.
 ///
 /// # Dirty ranges
 ///
 /// C rewrites the whole area chunk on every commit; this store writes only
-/// the logical blocks touched since the last successful write. The result
+/// the logical blocks touched since the last write was made. The result
 /// on disk and the crash guarantees are the same because the area on disk
-/// equals `area` outside the dirty range. That holds at creation (a new
-/// store's area 0 was zeroed on disk; a scanned area is a copy of the
-/// disk except for the garbage cleared after the end marker, which is
-/// marked dirty; an invalid store is all dirty), after a successful write
-/// (it wrote the whole range), after a failed one (it touched only dirty
-/// blocks, still dirty) and after moving to the next area (zeroed on disk
-/// first; if that failed, the new area is all dirty). So a whole-chunk
-/// write would store the same bytes, and a torn write of the dirty blocks
-/// leaves a state a torn write of C's could leave. Writes keep
-/// `REQ_PREFLUSH | REQ_FUA`. Pass the chunk size as the write block to get
-/// C's whole-chunk writes.
-pub struct Committer<A, B> {
+/// equals `area` outside the dirty range and the write in flight. That
+/// holds at creation (a new store's area 0 was zeroed on disk; a scanned
+/// area is a copy of the disk except for the garbage cleared after the
+/// end marker, which is marked dirty; an invalid store is all dirty),
+/// while a write is in flight (it carries the range it cleared), after it
+/// completed (it wrote the whole range; a failed write makes the store
+/// invalid, and an invalid store writes no area again) and after moving to
+/// the next area (zeroed on disk by the write that moved it). So a
+/// whole-chunk write would store the same bytes, and a torn write of the
+/// dirty blocks leaves a state a torn write of C's could leave. Writes
+/// keep `REQ_PREFLUSH | REQ_FUA`. Pass the chunk size as the write block
+/// to get C's whole-chunk writes.
+pub struct Committer<A, B, W> {
     layout: Layout,
     write_block: LogicalBlockSize,
     area: A,
     current_area: u64,
     current_committed: u32,
     dirty: Option<Dirty>,
+    /// The area is full and its last write not made yet (it waits for the
+    /// write in flight). Not set by a merge stepping back into a full area.
+    full: bool,
     /// The scan cleared records after the end marker that are still on
     /// disk: the first commit writes them (see
     /// [`Committer::commit_exception`]).
     cleanup: bool,
-    batch: B,
+    /// Completions of the records not yet in a write.
+    open: B,
+    /// Completions of the write in flight; `Some` exactly while one is.
+    flight: Option<B>,
+    /// Empty completion queues.
+    spare_batches: Spares<B>,
+    /// The I/O buffer, `None` while a write has it.
+    io_buf: Option<W>,
     batch_limit: u32,
     /// The length of the run the last `prepare_merge` found, 0 once merged.
     prepared: u32,
@@ -199,19 +429,35 @@ pub struct Committer<A, B> {
     merge_failed: bool,
 }
 
-impl<A: DerefMut<Target = [u8]>, B: Batch> Committer<A, B> {
-    /// The committer of an empty area 0, holding `area` as it is.
+impl<A, B, W> Committer<A, B, W>
+where
+    A: DerefMut<Target = [u8]>,
+    B: Batch,
+    W: DerefMut<Target = [u8]>,
+{
+    /// The committer of an empty area 0, holding the area as it is.
     fn with(
         layout: Layout,
         write_block: LogicalBlockSize,
-        area: A,
-        batch: B,
+        buffers: Buffers<A, B, W>,
     ) -> Result<Self, Error> {
+        let Buffers {
+            area,
+            batches: [open, b1, b2],
+            io,
+        } = buffers;
         layout.check_area_len(area.len())?;
         if write_block.bytes() > layout.chunk_bytes() {
             return Err(Error::InvalidBlockSize {
                 bytes: write_block.bytes(),
                 max: layout.chunk_bytes(),
+            });
+        }
+        let io_len = io_buffer_len(layout, write_block).ok_or(Error::Overflow)?;
+        if io.len() < io_len {
+            return Err(Error::BufferSize {
+                expected: u64::try_from(io_len).unwrap_or(u64::MAX),
+                actual: u64::try_from(io.len()).unwrap_or(u64::MAX),
             });
         }
         Ok(Self {
@@ -221,8 +467,12 @@ impl<A: DerefMut<Target = [u8]>, B: Batch> Committer<A, B> {
             current_area: 0,
             current_committed: 0,
             dirty: None,
+            full: false,
             cleanup: false,
-            batch,
+            open,
+            flight: None,
+            spare_batches: Spares(Some(b1), Some(b2)),
+            io_buf: Some(io),
             batch_limit: batch_capacity(layout),
             prepared: 0,
             merge_failed: false,
@@ -243,10 +493,9 @@ impl<A: DerefMut<Target = [u8]>, B: Batch> Committer<A, B> {
     pub fn new_snapshot(
         layout: Layout,
         write_block: LogicalBlockSize,
-        area: A,
-        batch: B,
+        buffers: Buffers<A, B, W>,
     ) -> Result<(Shared, Self), Error> {
-        let mut c = Self::with(layout, write_block, area, batch)?;
+        let mut c = Self::with(layout, write_block, buffers)?;
         c.area.fill(0);
         Ok((Shared::new(layout, true), c))
     }
@@ -267,10 +516,9 @@ impl<A: DerefMut<Target = [u8]>, B: Batch> Committer<A, B> {
         io: &mut impl MetadataIo<Area = A>,
         layout: Layout,
         write_block: LogicalBlockSize,
-        area: A,
-        batch: B,
+        buffers: Buffers<A, B, W>,
     ) -> Result<(Shared, Self), Error> {
-        let made = Self::new_snapshot(layout, write_block, area, batch)?;
+        let made = Self::new_snapshot(layout, write_block, buffers)?;
         // C: r = zero_disk_area(ps, 0);
         let area0 = layout.area_io(0).ok_or(Error::Overflow)?;
         io.zero_area(area0)
@@ -293,10 +541,9 @@ impl<A: DerefMut<Target = [u8]>, B: Batch> Committer<A, B> {
     pub fn new_invalid(
         layout: Layout,
         write_block: LogicalBlockSize,
-        area: A,
-        batch: B,
+        buffers: Buffers<A, B, W>,
     ) -> Result<(Shared, Self), Error> {
-        let mut c = Self::with(layout, write_block, area, batch)?;
+        let mut c = Self::with(layout, write_block, buffers)?;
         c.area.fill(0);
         c.dirty = Some(c.whole_area());
         Ok((Shared::new(layout, false), c))
@@ -317,8 +564,7 @@ impl<A: DerefMut<Target = [u8]>, B: Batch> Committer<A, B> {
         layout: Layout,
         write_block: LogicalBlockSize,
         scan: &ScanResult,
-        area: A,
-        batch: B,
+        buffers: Buffers<A, B, W>,
     ) -> Result<(Shared, Self), Error> {
         let epa = layout.exceptions_per_area();
         if scan.current_committed >= epa {
@@ -327,7 +573,7 @@ impl<A: DerefMut<Target = [u8]>, B: Batch> Committer<A, B> {
                 exceptions_per_area: epa,
             });
         }
-        let mut c = Self::with(layout, write_block, area, batch)?;
+        let mut c = Self::with(layout, write_block, buffers)?;
         c.current_area = scan.current_area;
         c.current_committed = scan.current_committed;
         for index in scan.current_committed..epa {
@@ -344,29 +590,33 @@ impl<A: DerefMut<Target = [u8]>, B: Batch> Committer<A, B> {
     }
 
     /// The same store writing once `limit` completions are queued (at
-    /// least one, at most an area's worth) instead of
+    /// least one, at most [`batch_capacity`]) instead of
     /// [`batch_capacity`]'s.
     #[must_use]
     pub fn with_batch_limit(mut self, limit: u32) -> Self {
-        self.batch_limit = limit.min(self.layout.exceptions_per_area()).max(1);
+        self.batch_limit = limit.min(batch_capacity(self.layout)).max(1);
         self
     }
 
     /// Records exception `e`, finished (`valid`) or failed, and queues its
-    /// completion `done`; writes the area when no other exception is
-    /// pending, the area is full or the batch is (see "Commit batches").
-    /// A failed exception, a failed write or a record that would not read
-    /// back as an exception (chunk 0, a metadata chunk, an `old_chunk` too
-    /// large; reported, not recorded) invalidate the store.
+    /// completion `done`. When no write is in flight, returns the write
+    /// that makes it durable ([`Commit::Write`]); otherwise it joins the
+    /// next write, which [`Committer::write_done`] makes as soon as the
+    /// flight ends: a group commit (see "Group commit"). A failed
+    /// exception, a failed write or a record that would not read back as
+    /// an exception (chunk 0, a metadata chunk, an `old_chunk` too large;
+    /// reported, not recorded) invalidate the store.
     ///
     /// The first commit after a scan that cleared records after the end
-    /// marker first writes them back. A torn write of the new record over
-    /// the end marker could otherwise leave a record behind it that reads
-    /// as an exception on the next load, pointing at a chunk that may hold
-    /// other data by then. Activation does not write it: the COW device
-    /// may be read-only, and C never writes a valid store there.
+    /// marker first writes them back, synchronously through `io`. A torn
+    /// write of the new record over the end marker could otherwise leave a
+    /// record behind it that reads as an exception on the next load,
+    /// pointing at a chunk that may hold other data by then. Activation
+    /// does not write it: the COW device may be read-only, and C never
+    /// writes a valid store there.
     ///
-    /// C: `persistent_commit_exception()`.
+    /// C: `persistent_commit_exception()`, which writes synchronously once
+    /// no other exception is pending.
     pub fn commit_exception(
         &mut self,
         shared: &impl SharedLock,
@@ -374,7 +624,13 @@ impl<A: DerefMut<Target = [u8]>, B: Batch> Committer<A, B> {
         e: Exception,
         valid: bool,
         done: B::Completion,
-    ) -> Commit<B::Completion> {
+    ) -> Commit<B, B::Completion, W> {
+        let epa = self.layout.exceptions_per_area();
+        let limit = usize::try_from(self.batch_limit).unwrap_or(usize::MAX);
+        if self.full || self.open.len() >= limit {
+            return Commit::Wait(done);
+        }
+
         if core::mem::take(&mut self.cleanup) && shared.with(|s| s.valid) {
             if let Err(error) = self.write_area(io) {
                 io.report(&Error::CleanupFailed {
@@ -394,8 +650,9 @@ impl<A: DerefMut<Target = [u8]>, B: Batch> Committer<A, B> {
         if let Some(error) = &refused {
             io.report(error);
         }
+        self.full = self.current_committed == epa;
         // C: if (!valid) ps->valid = 0; and the atomic_dec_and_test() of
-        // ps->pending_count below.
+        // ps->pending_count.
         let pending = shared.with(|s| {
             let pending = s.pending_count.checked_sub(1);
             s.pending_count = pending.unwrap_or(0);
@@ -409,71 +666,214 @@ impl<A: DerefMut<Target = [u8]>, B: Batch> Committer<A, B> {
         }
 
         // C: cb = ps->callbacks + ps->callback_count++;
-        let unqueued = self.batch.push(done).err();
-        if unqueued.is_some() {
+        if let Err(done) = self.open.push(done) {
             io.report(&Error::CallbackQueueFull);
             shared.with(|s| s.valid = false);
+            if self.full {
+                self.next_area(shared);
+            }
+            return Commit::Failed(done);
         }
 
-        // C: if (!atomic_dec_and_test(&ps->pending_count) &&
-        //        (ps->current_committed != ps->exceptions_per_area))
-        //         return;
-        let full = self.current_committed == self.layout.exceptions_per_area();
-        let batch_full = self.batch.len() >= usize::try_from(self.batch_limit).unwrap_or(0);
-        let due = pending.unwrap_or(0) == 0 || full || batch_full;
-        if due {
-            self.flush(shared, io, full);
-        }
-        match unqueued {
-            Some(done) => Commit::Unqueued { done, due },
-            None if due => Commit::Due,
-            None => Commit::Queued,
+        // C: the area is written once no other exception is pending; here
+        // once no write is in flight.
+        match self.launch_or_fail(shared) {
+            (Launch::Nothing, error) => {
+                if let Some(error) = &error {
+                    io.report(error);
+                }
+                Commit::Queued
+            }
+            (Launch::Write(w), _) => Commit::Write(w),
+            (Launch::Due(b), error) => {
+                if let Some(error) = &error {
+                    io.report(error);
+                }
+                Commit::Due(b)
+            }
         }
     }
 
-    /// Writes the area for the completions queued; when it is `full`, wipes
-    /// the next area on disk first and moves to it after.
-    fn flush(&mut self, shared: &impl SharedLock, io: &mut impl MetadataIo<Area = A>, full: bool) {
-        let next = if full {
-            self.current_area.checked_add(1)
+    /// What to do now that nothing may be in flight: a valid store writes
+    /// the records not yet written (after zeroing the next area, when this
+    /// one is full, then moving on to it); an invalid one moves past a full
+    /// area and hands the open completions out to fail.
+    ///
+    /// C: the tail of `persistent_commit_exception()`.
+    fn launch(&mut self, shared: &impl SharedLock) -> Result<Launch<B, W>, Error> {
+        if self.flight.is_some() {
+            return Ok(Launch::Nothing);
+        }
+        let full = self.full;
+        if !shared.with(|s| s.valid) {
+            // C writes no area for an invalid store; its callbacks fail.
+            if full {
+                self.next_area(shared);
+            }
+            if self.open.is_empty() {
+                return Ok(Launch::Nothing);
+            }
+            return Ok(match self.spare_batches.take() {
+                Some(empty) => Launch::Due(core::mem::replace(&mut self.open, empty)),
+                // The caller holds the spare: it hands these out when it
+                // gives that back.
+                None => Launch::Nothing,
+            });
+        }
+        if self.open.is_empty() && !full {
+            return Ok(Launch::Nothing);
+        }
+        // Both are back when the caller gave back what it was handed.
+        let Some(empty) = self.spare_batches.take() else {
+            return Ok(Launch::Nothing);
+        };
+        let Some(mut buf) = self.io_buf.take() else {
+            self.spare_batches.put(empty);
+            return Ok(Launch::Nothing);
+        };
+        // C: if ((ps->current_committed == ps->exceptions_per_area) &&
+        //         zero_disk_area(ps, ps->current_area + 1))
+        let zero_first = if full {
+            let next = self.current_area.checked_add(1);
+            match next.and_then(|a| self.layout.area_io(a)) {
+                Some(z) => Some(z),
+                None => {
+                    self.spare_batches.put(empty);
+                    self.io_buf = Some(buf);
+                    return Err(Error::Overflow);
+                }
+            }
         } else {
             None
         };
-        // C: if ((ps->current_committed == ps->exceptions_per_area) &&
-        //        zero_disk_area(ps, ps->current_area + 1))
-        //         ps->valid = 0;
-        let mut zero_failed = false;
+        // C: area_io(ps, REQ_OP_WRITE | REQ_PREFLUSH | REQ_FUA | REQ_SYNC)
+        let copied = self.area_write().ok().and_then(|write| {
+            let range = write.range()?;
+            buf.get_mut(..range.len())?
+                .copy_from_slice(self.area.get(range)?);
+            Some(write)
+        });
+        let Some(write) = copied else {
+            self.spare_batches.put(empty);
+            self.io_buf = Some(buf);
+            return Err(Error::Overflow);
+        };
+        self.dirty = None;
+        self.flight = Some(core::mem::replace(&mut self.open, empty));
+        // C: if (ps->current_committed == ps->exceptions_per_area) {
+        //         ps->current_committed = 0;
+        //         ps->current_area++;
+        //         zero_memory_area(ps);
+        //    }
         if full {
-            let zeroed = next
-                .and_then(|a| self.layout.area_io(a))
-                .is_some_and(|next| io.zero_area(next).is_ok());
-            if !zeroed {
-                zero_failed = true;
+            self.next_area(shared);
+        }
+        Ok(Launch::Write(CommitWrite {
+            zero_first,
+            write,
+            buf,
+        }))
+    }
+
+    /// [`Committer::launch`]; a write that cannot be made (arithmetic that
+    /// cannot fail did) makes the store invalid, and the open completions
+    /// fail with it. Returns the problem to log.
+    fn launch_or_fail(&mut self, shared: &impl SharedLock) -> (Launch<B, W>, Option<Error>) {
+        match self.launch(shared) {
+            Ok(l) => (l, None),
+            Err(error) => {
                 shared.with(|s| s.valid = false);
+                (self.launch(shared).unwrap_or(Launch::Nothing), Some(error))
             }
-        }
-
-        // C: if (ps->valid && area_io(ps, REQ_OP_WRITE | REQ_PREFLUSH |
-        //        REQ_FUA | REQ_SYNC))
-        //         ps->valid = 0;
-        if shared.with(|s| s.valid) && self.write_area(io).is_err() {
-            shared.with(|s| s.valid = false);
-        }
-
-        // C: advance to the next area if this one is full.
-        if let Some(next) = next {
-            self.current_committed = 0;
-            self.current_area = next;
-            self.area.fill(0);
-            self.dirty = zero_failed.then(|| self.whole_area());
-            shared.with(|s| s.current_area = next);
         }
     }
 
-    /// Takes the queued completions, leaving `empty` in their place. Call
-    /// it after [`Commit::Due`].
-    pub fn replace_batch(&mut self, empty: B) -> B {
-        core::mem::replace(&mut self.batch, empty)
+    /// Moves the area in memory to the next area, zeroed on disk by the
+    /// write that completes this one (or not at all for an invalid store,
+    /// which writes no area again).
+    fn next_area(&mut self, shared: &impl SharedLock) {
+        let Some(next) = self.current_area.checked_add(1) else {
+            return;
+        };
+        self.current_committed = 0;
+        self.current_area = next;
+        self.area.fill(0);
+        self.dirty = None;
+        self.full = false;
+        shared.with(|s| s.current_area = next);
+    }
+
+    /// Reports the outcome of the write in flight, handed back as `w`
+    /// (from [`Commit::Write`] or [`Flushed::next`]): its completions are
+    /// due, and the next write is made when records came meanwhile. A
+    /// failed write (or zeroing) invalidates the store, and every
+    /// completion waiting fails with it: those of the open batch once the
+    /// due batch is given back.
+    ///
+    /// C: the tail of `persistent_commit_exception()`: `ps->valid = 0` on a
+    /// failed `zero_disk_area()` or `area_io()`, then the callbacks.
+    pub fn write_done(
+        &mut self,
+        shared: &impl SharedLock,
+        w: CommitWrite<W>,
+        ok: bool,
+    ) -> Flushed<B, W> {
+        self.io_buf = Some(w.buf);
+        if !ok {
+            shared.with(|s| s.valid = false);
+        }
+        let due = self.flight.take();
+        let (launched, error) = self.launch_or_fail(shared);
+        match launched {
+            Launch::Nothing => Flushed {
+                due,
+                next: None,
+                error,
+            },
+            Launch::Write(w) => Flushed {
+                due,
+                next: Some(w),
+                error,
+            },
+            // Not reached while the flight's batch was held: launch took
+            // the last spare for this one. Put it back; give_back hands it
+            // out.
+            Launch::Due(b) => {
+                let empty = core::mem::replace(&mut self.open, b);
+                self.spare_batches.put(empty);
+                Flushed {
+                    due,
+                    next: None,
+                    error,
+                }
+            }
+        }
+    }
+
+    /// Gives back a queue whose completions were all called: what waited
+    /// for it is made now (a write, or the open completions of an invalid
+    /// store, due in their turn).
+    pub fn give_back(&mut self, shared: &impl SharedLock, batch: B) -> Flushed<B, W> {
+        self.spare_batches.put(batch);
+        let (launched, error) = self.launch_or_fail(shared);
+        let (due, next) = match launched {
+            Launch::Nothing => (None, None),
+            Launch::Write(w) => (None, Some(w)),
+            Launch::Due(b) => (Some(b), None),
+        };
+        Flushed { due, next, error }
+    }
+
+    /// Whether no write is in flight and no record waits for one.
+    pub fn is_idle(&self) -> bool {
+        self.flight.is_none() && self.open.is_empty() && !self.full
+    }
+
+    /// The merge paths, which read and write the area synchronously: only
+    /// while the committer [is idle](Committer::is_idle) (`None` otherwise:
+    /// wait for [`Committer::write_done`] or [`Committer::give_back`]).
+    pub fn merger(&mut self) -> Option<Merger<'_, A, B, W>> {
+        self.is_idle().then_some(Merger(self))
     }
 
     /// Says where the next run of exceptions to merge is, newest first:
@@ -487,7 +887,7 @@ impl<A: DerefMut<Target = [u8]>, B: Batch> Committer<A, B> {
     ///
     /// [`Error::ReadFailed`], a validation error of the area read, or
     /// [`Error::MergeCommitFailed`] after a failed merge write.
-    pub fn prepare_merge(
+    fn prepare_merge(
         &mut self,
         shared: &impl SharedLock,
         io: &mut impl MetadataIo<Area = A>,
@@ -578,7 +978,7 @@ impl<A: DerefMut<Target = [u8]>, B: Batch> Committer<A, B> {
     /// [`Error::MergeCountInvalid`] unless `1 <= nr_merged <=` the run the
     /// last [`Committer::prepare_merge`] found (nothing changes then);
     /// [`Error::WriteFailed`]; [`Error::MergeCommitFailed`].
-    pub fn commit_merge(
+    fn commit_merge(
         &mut self,
         shared: &impl SharedLock,
         io: &mut impl MetadataIo<Area = A>,
@@ -725,9 +1125,10 @@ impl<A: DerefMut<Target = [u8]>, B: Batch> Committer<A, B> {
         self.current_committed
     }
 
-    /// The queued completions. C: `ps->callbacks`.
-    pub const fn batch(&self) -> &B {
-        &self.batch
+    /// The completions of the records not yet in a write.
+    /// C: `ps->callbacks`.
+    pub const fn open(&self) -> &B {
+        &self.open
     }
 
     /// How many completions a write waits for at most: see "Commit

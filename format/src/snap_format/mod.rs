@@ -104,10 +104,17 @@ pub use self::{
     },
     committer::{
         batch_capacity,
+        io_buffer_len,
         Batch,
+        Buffers,
         Commit,
+        CommitWrite,
+        CommitWriteParts,
         Committer,
+        Flushed,
         MergeRun,
+        Merger,
+        BATCHES,
         MAX_BATCH, //
     },
     duplicates::{

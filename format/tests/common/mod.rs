@@ -149,8 +149,15 @@ impl Batch for Queue {
     }
 }
 
-/// A store under test: its shared state and committer.
-pub type TestCommitter = Committer<Vec<u8>, Queue>;
+/// A store under test: its committer, with its area, completion queues and
+/// I/O buffers in vectors.
+pub type TestCommitter = Committer<Vec<u8>, Queue, Vec<u8>>;
+
+/// A commit write of a [`TestCommitter`].
+pub type TestWrite = CommitWrite<Vec<u8>>;
+
+/// What [`Committer::commit_exception`] returns for a [`TestCommitter`].
+pub type TestCommit = Commit<Queue, u32, Vec<u8>>;
 
 /// One metadata I/O of [`MemDev`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,7 +190,8 @@ impl MemDev {
         }
     }
 
-    fn range(&self, sector: u64, sectors: u32) -> Option<std::ops::Range<usize>> {
+    /// The bytes of `sectors` sectors from `sector`, if on the image.
+    pub fn range(&self, sector: u64, sectors: u32) -> Option<std::ops::Range<usize>> {
         let s = usize::try_from(sector * 512).ok()?;
         let e = s + usize::try_from(sectors).ok()? * 512;
         (e <= self.img.len()).then_some(s..e)
@@ -247,11 +255,33 @@ pub fn area_buffer(l: Layout) -> Vec<u8> {
     vec![0u8; usize::try_from(l.chunk_bytes()).unwrap()]
 }
 
+/// The buffers the kernel store gives a committer of `l` writing `wb`
+/// blocks, with `area` as the area buffer: [`BATCHES`] empty queues of
+/// [`batch_capacity`] and an I/O buffer of [`io_buffer_len`] bytes.
+pub fn buffers_with(
+    l: Layout,
+    wb: LogicalBlockSize,
+    area: Vec<u8>,
+) -> Buffers<Vec<u8>, Queue, Vec<u8>> {
+    let cap = batch_capacity(l) as usize;
+    let io = io_buffer_len(l, wb).unwrap();
+    Buffers {
+        area,
+        batches: std::array::from_fn(|_| Queue::with_capacity(cap)),
+        // Not zeroed: the committer must write only what it copied.
+        io: vec![0xA5u8; io],
+    }
+}
+
+/// [`buffers_with`] a zeroed area buffer.
+pub fn buffers(l: Layout, wb: LogicalBlockSize) -> Buffers<Vec<u8>, Queue, Vec<u8>> {
+    buffers_with(l, wb, area_buffer(l))
+}
+
 /// A store loaded from `img` by a scan, as the kernel loads it.
 pub fn load(img: &[u8], l: Layout, wb: LogicalBlockSize) -> (Locked, TestCommitter) {
     let (r, _, area) = scan(img, l).unwrap();
-    let q = Queue::with_capacity(batch_capacity(l) as usize);
-    let (s, c) = Committer::from_scan(l, wb, &r, area, q).unwrap();
+    let (s, c) = Committer::from_scan(l, wb, &r, buffers_with(l, wb, area)).unwrap();
     (Locked(RefCell::new(s)), c)
 }
 
@@ -266,11 +296,155 @@ pub fn prepare(s: &Locked, cow_sectors: u64) -> Result<u64, Error> {
     s.with(|s| s.prepare_exception(cow_sectors))
 }
 
-/// Takes the queued completions after [`Commit::Due`], as the kernel store
-/// does, leaving an empty queue of the same capacity.
-pub fn take_batch(c: &mut TestCommitter) -> Vec<u32> {
-    let cap = c.batch().cap;
-    c.replace_batch(Queue::with_capacity(cap)).done
+/// Applies commit write `w` to `dev` as the kernel issues it: zeros over
+/// `w.zero_first()` if set, then, once that succeeded, `w.bytes()` at
+/// `w.write().sector`. Each step is logged in `dev.ops` ([`Op::Zero`],
+/// [`Op::Write`]) when it is tried. Returns the outcome to hand to
+/// [`Committer::write_done`].
+///
+/// The zeroing fails if `dev.fail_zero` is set or the area lies past the
+/// end of the image; it then writes nothing and the write is not tried.
+/// The write fails if `ok` is false, `dev.fail_write` is set or it lies
+/// past the end; it then writes nothing. So `ok = false` leaves the
+/// zeroing done but not the write: the state a crash between the two
+/// leaves.
+pub fn issue(dev: &mut MemDev, w: &TestWrite, ok: bool) -> bool {
+    if let Some(z) = w.zero_first() {
+        dev.ops.push(Op::Zero(z));
+        match dev.range(z.sector, z.sectors) {
+            Some(r) if !dev.fail_zero => dev.img[r].fill(0),
+            _ => return false,
+        }
+    }
+    let aw = *w.write();
+    dev.ops.push(Op::Write(aw));
+    let bytes = w.bytes();
+    assert_eq!(bytes.len(), aw.len as usize, "bytes() is write().len long");
+    assert_eq!(u64::from(aw.len), u64::from(aw.sectors) * 512);
+    match dev.range(aw.sector, aw.sectors) {
+        Some(r) if ok && !dev.fail_write => {
+            dev.img[r].copy_from_slice(bytes);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Calls the completions `f` hands out, in order, giving each emptied
+/// queue back to `c` (as the kernel store does once it called them), until
+/// nothing more is due: the completions called and the write to issue.
+pub fn drain(
+    c: &mut TestCommitter,
+    s: &Locked,
+    mut f: Flushed<Queue, Vec<u8>>,
+) -> (Vec<u32>, Option<TestWrite>) {
+    let mut all = vec![];
+    let mut next = None;
+    loop {
+        assert!(f.error.is_none(), "unexpected error {:?}", f.error);
+        if let Some(w) = f.next.take() {
+            assert!(next.is_none(), "two writes in flight");
+            next = Some(w);
+        }
+        let Some(mut b) = f.due.take() else {
+            return (all, next);
+        };
+        all.append(&mut b.done);
+        f = c.give_back(s, b);
+    }
+}
+
+/// Hands the write in flight back with outcome `ok`: the completions now
+/// due, in order (their queues given back), and the next write.
+pub fn complete(
+    c: &mut TestCommitter,
+    s: &Locked,
+    w: TestWrite,
+    ok: bool,
+) -> (Vec<u32>, Option<TestWrite>) {
+    let f = c.write_done(s, w, ok);
+    drain(c, s, f)
+}
+
+/// Calls the completions of batch `b` after [`Commit::Due`], as the kernel
+/// store does, and gives the emptied queue back.
+pub fn take_due(c: &mut TestCommitter, s: &Locked, b: Queue) -> (Vec<u32>, Option<TestWrite>) {
+    let f = Flushed {
+        due: Some(b),
+        next: None,
+        error: None,
+    };
+    drain(c, s, f)
+}
+
+/// Issues `w` on `dev` (ok unless `dev` fails it) and every write that
+/// follows it until none is left: the completions that came back.
+pub fn settle(c: &mut TestCommitter, s: &Locked, dev: &mut MemDev, w: TestWrite) -> Vec<u32> {
+    let mut due = vec![];
+    let mut next = Some(w);
+    while let Some(w) = next {
+        let ok = issue(dev, &w, true);
+        let (mut d, n) = complete(c, s, w, ok);
+        due.append(&mut d);
+        next = n;
+    }
+    due
+}
+
+/// What a commit led to once every write it started was done.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Synced {
+    /// Recorded, waiting for a write in flight.
+    Queued,
+    /// Recorded; these completions came back (after the writes, if any).
+    Done(Vec<u32>),
+    /// Not recorded.
+    Wait(u32),
+}
+
+/// Commits `e` and, as a synchronous store would, issues the writes it
+/// makes on `dev` until none is left (or calls the completions handed out
+/// by [`Commit::Due`] or [`Commit::Failed`]).
+pub fn commit_sync(
+    c: &mut TestCommitter,
+    s: &Locked,
+    dev: &mut MemDev,
+    e: Exception,
+    valid: bool,
+    done: u32,
+) -> Synced {
+    match c.commit_exception(s, dev, e, valid, done) {
+        Commit::Queued => Synced::Queued,
+        Commit::Write(w) => Synced::Done(settle(c, s, dev, w)),
+        Commit::Due(b) => {
+            let (mut due, next) = take_due(c, s, b);
+            if let Some(w) = next {
+                due.append(&mut settle(c, s, dev, w));
+            }
+            Synced::Done(due)
+        }
+        Commit::Failed(done) => Synced::Done(vec![done]),
+        Commit::Wait(done) => Synced::Wait(done),
+    }
+}
+
+/// The write a commit returned; panics on anything else.
+#[track_caller]
+pub fn expect_write(r: TestCommit) -> TestWrite {
+    match r {
+        Commit::Write(w) => w,
+        other => panic!("expected a write, got {other:?}"),
+    }
+}
+
+/// Whether a commit returned [`Commit::Queued`].
+pub fn is_queued(r: &TestCommit) -> bool {
+    matches!(r, Commit::Queued)
+}
+
+/// Whether a commit returned [`Commit::Due`].
+pub fn is_due(r: &TestCommit) -> bool {
+    matches!(r, Commit::Due(_))
 }
 
 /// The writes among `ops`.
