@@ -50,6 +50,9 @@ pub enum Placement {
     PerCpu,
     /// `WQ_UNBOUND`: work runs on any CPU.
     Unbound,
+    /// `alloc_ordered_workqueue()`: unbound, and one work item at a time,
+    /// in the order queued.
+    Ordered,
 }
 
 impl Placement {
@@ -57,6 +60,7 @@ impl Placement {
         match self {
             Placement::PerCpu => bindings::wq_flags_WQ_PERCPU,
             Placement::Unbound => bindings::wq_flags_WQ_UNBOUND,
+            Placement::Ordered => bindings::wq_flags_WQ_UNBOUND | bindings::wq_flags___WQ_ORDERED,
         }
     }
 }
@@ -79,8 +83,9 @@ impl Placement {
 /// # Invariants
 ///
 /// `flags` holds no bits but `WQ_MEM_RECLAIM` and `WQ_HIGHPRI`: the
-/// methods set no others, so [`Builder::build`] passes one placement bit
-/// and never `WQ_BH`.
+/// methods set no others, so [`Builder::build`] passes one placement (one
+/// bit, or `WQ_UNBOUND | __WQ_ORDERED` for [`Placement::Ordered`]) and never
+/// `WQ_BH`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Builder {
     placement: Placement,
@@ -112,6 +117,7 @@ impl Builder {
     /// The number of work items that may run at once per CPU (or in all, for
     /// an unbound queue). Without this call, or with 0, the kernel's default
     /// applies; the kernel clamps values above `WQ_MAX_ACTIVE` with a warning.
+    /// An ordered queue runs one at a time whatever this says.
     #[must_use]
     pub const fn max_active(self, max_active: u16) -> Self {
         Self { max_active, ..self }
@@ -140,16 +146,22 @@ impl Builder {
         work_class: Pin<&'static LockClassKey>,
     ) -> Result<DedicatedQueue> {
         let flags = self.placement.bits() | self.flags;
+        // An ordered queue runs one item at a time (`alloc_ordered_workqueue()`).
+        let max_active = match self.placement {
+            Placement::Ordered => 1,
+            _ => self.max_active,
+        };
         // SAFETY: `name` is a NUL-terminated string, valid for the call; the
         // helper passes it as the only argument of a fixed `"%s"` format,
         // and `alloc_workqueue()` copies it (into the queue's name, cut at
         // `WQ_NAME_LEN`, and for lockdep), so it need not outlive the call.
-        // `flags` is one placement bit and, at most, `WQ_MEM_RECLAIM` and
-        // `WQ_HIGHPRI` (type invariant; never `WQ_BH`). `max_active` is 0, for the default, or a value
+        // `flags` is one placement (one bit, or `WQ_UNBOUND | __WQ_ORDERED`
+        // with a `max_active` of 1, as `alloc_ordered_workqueue()` passes)
+        // and, at most, `WQ_MEM_RECLAIM` and `WQ_HIGHPRI` (type invariant;
+        // never `WQ_BH`). `max_active` is 0, for the default, or a value
         // the kernel clamps to its limit with a warning.
-        let ptr = unsafe {
-            bindings::alloc_workqueue(name.as_char_ptr(), flags, i32::from(self.max_active))
-        };
+        let ptr =
+            unsafe { bindings::alloc_workqueue(name.as_char_ptr(), flags, i32::from(max_active)) };
         let ptr = NonNull::new(ptr).ok_or(ENOMEM)?;
         // INVARIANT: `ptr` is a new workqueue, owned by the value returned.
         Ok(DedicatedQueue {
@@ -164,8 +176,11 @@ impl Builder {
 ///
 /// It hands out no [`kernel::workqueue::Queue`]: through one, delayed work
 /// could be queued whose timer `destroy_workqueue()` does not wait for, and
-/// that timer would then queue work on a freed workqueue. The only way to
-/// run work here is [`DedicatedQueue::run_sync`], which waits for it.
+/// that timer would then queue work on a freed workqueue. Work runs here
+/// through [`DedicatedQueue::run_sync`], which waits for it, and as the
+/// completions of asynchronous dm-io writes
+/// ([`crate::device_mapper::io::IoScope`]), which the queue's owner waits
+/// for before it drops the queue.
 ///
 /// # Examples
 ///
@@ -290,11 +305,22 @@ impl DedicatedQueue {
     }
 }
 
+impl DedicatedQueue {
+    /// The workqueue, for queueing work items whose owner waits for them
+    /// before the queue is dropped.
+    pub(crate) fn as_raw(&self) -> *mut bindings::workqueue_struct {
+        self.ptr.as_ptr()
+    }
+}
+
 impl Drop for DedicatedQueue {
     fn drop(&mut self) {
         // SAFETY: By the type invariant the workqueue is live and owned by
-        // `self`; `destroy_workqueue` drains it first. No `run_sync` can be
-        // in flight: it borrows `self`.
+        // `self`; `destroy_workqueue` drains it first. Nothing queues work
+        // on it meanwhile or afterwards: `run_sync` borrows `self`, and the
+        // completions of asynchronous dm-io writes are queued only while
+        // their `IoScope`, which owns this queue, waits for them to end
+        // (`crate::device_mapper::io::IoScope`).
         unsafe { bindings::destroy_workqueue(self.ptr.as_ptr()) };
     }
 }

@@ -70,7 +70,11 @@ mod tests {
             },
             io::{
                 IoClient,
+                IoDone,
+                IoLease,
                 IoPage,
+                IoRequest,
+                IoScope,
                 OpFlags,
                 Region,
                 ZeroPage, //
@@ -96,7 +100,11 @@ mod tests {
             ENOMEM,
             ENOSPC, //
         },
-        prelude::*, //
+        prelude::*,
+        sync::{
+            Arc,
+            Completion, //
+        }, //
     };
 
     /// A sector in bytes, as the buffer lengths below use it.
@@ -151,6 +159,115 @@ mod tests {
             client.read(&region, &mut kback, SECTOR_SIZE),
         )?;
         assert!(kback[SECTOR_SIZE..] == data[..]);
+        Ok(())
+    }
+
+    /// The completion side of the asynchronous-write test: counts the
+    /// writes back, checks each buffer came back as it went, and wakes
+    /// the test at the last.
+    #[pin_data]
+    struct AsyncDone {
+        #[pin]
+        all: Completion,
+        back: AtomicU32,
+        failed: AtomicU32,
+        expected: u32,
+    }
+
+    impl IoDone<VVec<u8>> for AsyncDone {
+        fn io_done(
+            this: Arc<Self>,
+            request: IoRequest<VVec<u8>, Self>,
+            _lease: &IoLease,
+            result: Result,
+        ) {
+            // The first byte names the pattern the buffer was filled with.
+            let seed = request.first().copied().unwrap_or(0);
+            let intact = pattern(request.len(), seed).is_ok_and(|p| p[..] == request[..]);
+            if result.is_err() || !intact {
+                this.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            if this.back.fetch_add(1, Ordering::Relaxed) + 1 == this.expected {
+                this.all.complete_all();
+            }
+            // The request is dropped here, its buffer with it: the write
+            // no longer has it.
+        }
+    }
+
+    #[test]
+    fn dm_io_async_writes_own_what_they_use_until_their_completion() -> Result {
+        const WRITES: u32 = 4;
+        let dev = step("open", BlockDeviceFile::open(DEVICE.0, DEVICE.1, true))?;
+        let done = Arc::pin_init(
+            pin_init!(AsyncDone {
+                all <- Completion::new(),
+                back: AtomicU32::new(0),
+                failed: AtomicU32::new(0),
+                expected: WRITES,
+            }),
+            GFP_KERNEL,
+        )?;
+        let scoped = IoScope::with(
+            &dev,
+            c"kunit_async_io",
+            kernel::static_lock_class!(),
+            |scope| -> Result {
+                // The client, the lease and the test's reference to the
+                // completion are all dropped before the writes complete:
+                // each write holds its own.
+                let client = Arc::new(IoClient::new()?, GFP_KERNEL)?;
+                let lease = scope.lease();
+                for i in 0..WRITES {
+                    // Each pattern starts with its seed (pattern()'s
+                    // first byte is the seed).
+                    let buf = pattern(8 * SECTOR_SIZE, 0x10 + i as u8)?;
+                    let request = IoRequest::new(buf, GFP_KERNEL)?;
+                    let sector = 64 + 8 * u64::from(i);
+                    let flags = OpFlags::PREFLUSH | OpFlags::FUA;
+                    if let Err((e, _)) =
+                        client.write_async(&lease, request, sector, 8, flags, done.clone())
+                    {
+                        return step("write_async", Err(e));
+                    }
+                }
+                drop(client);
+                drop(lease);
+                // Past the device's end: refused, the request handed back,
+                // the completion not called.
+                let client = Arc::new(IoClient::new()?, GFP_KERNEL)?;
+                let request = IoRequest::new(pattern(SECTOR_SIZE, 1)?, GFP_KERNEL)?;
+                let lease = scope.lease();
+                let end = lease.device().nr_sectors();
+                match client.write_async(&lease, request, end, 1, OpFlags::NONE, done.clone()) {
+                    Err((e, back)) => {
+                        assert_eq!(e, EINVAL);
+                        assert_eq!(back.len(), SECTOR_SIZE);
+                    }
+                    Ok(()) => return step("write past the end", Err(EINVAL)),
+                }
+                // A buffer shorter than the region: refused too.
+                let request = IoRequest::new(pattern(SECTOR_SIZE, 1)?, GFP_KERNEL)?;
+                assert!(client
+                    .write_async(&lease, request, 0, 2, OpFlags::NONE, done.clone())
+                    .is_err());
+                Ok(())
+            },
+        );
+        // The scope has ended: every completion has returned.
+        step("scope", scoped)??;
+        assert_eq!(done.back.load(Ordering::Relaxed), WRITES);
+        assert_eq!(done.failed.load(Ordering::Relaxed), 0);
+        done.all.wait_for_completion();
+
+        // The data is on the device.
+        let client = step("client", IoClient::new())?;
+        for i in 0..WRITES {
+            let region = step("region", Region::new(&dev, 64 + 8 * u64::from(i), 8))?;
+            let mut back = VVec::from_elem(0u8, 8 * SECTOR_SIZE, GFP_KERNEL)?;
+            step("read", client.read(&region, &mut back, 0))?;
+            assert!(back[..] == pattern(8 * SECTOR_SIZE, 0x10 + i as u8)?[..]);
+        }
         Ok(())
     }
 

@@ -1,14 +1,25 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Synchronous block I/O through dm-io.
+//! Block I/O through dm-io.
 //!
 //! dm-io reads and writes regions of block devices from and to memory of
-//! several kinds. This module offers its synchronous form: an [`IoClient`]
-//! owns the `struct dm_io_client` (its bio set and page pool), and each call
-//! names a [`Region`] of a device and a buffer; the kind of memory (vmalloc
-//! or kmalloc) is decided by the buffer's type, never by the caller.
+//! several kinds. An [`IoClient`] owns the `struct dm_io_client` (its bio
+//! set and page pool). Its synchronous calls name a [`Region`] of a device
+//! and a buffer; the kind of memory (vmalloc or kmalloc) is decided by the
+//! buffer's type, never by the caller. Its asynchronous writes
+//! ([`IoClient::write_async`]) own what they use until their completion
+//! ran: see [`IoScope`].
 //!
 //! C header: [`include/linux/dm-io.h`](srctree/include/linux/dm-io.h)
+
+mod asynchronous;
+
+pub use asynchronous::{
+    IoDone,
+    IoLease,
+    IoRequest,
+    IoScope, //
+};
 
 use crate::block_device::BlockDevice;
 use core::{
@@ -608,8 +619,9 @@ impl IoClient {
 impl Drop for IoClient {
     fn drop(&mut self) {
         // SAFETY: By the type invariant the client is live and owned by
-        // `self`; no I/O can be in flight, as all of it is synchronous and
-        // borrows `self`.
+        // `self`. No I/O of it is in flight: synchronous I/O borrows `self`,
+        // and an asynchronous write holds an `Arc` of the client until its
+        // completion ran, after dm-io was done with the client.
         unsafe { bindings::dm_io_client_destroy(self.ptr.as_ptr()) };
     }
 }

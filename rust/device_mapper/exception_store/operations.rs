@@ -18,6 +18,7 @@ use super::{
     StoreSetup,
     Usage, //
 };
+use crate::device_mapper::io::IoScope;
 use core::{
     marker::PhantomData,
     mem::MaybeUninit, //
@@ -220,6 +221,24 @@ pub trait ExceptionStore: Sized {
 /// The C callbacks of an [`ExceptionStore`] type.
 pub(super) struct Callbacks<T: ExceptionStore>(PhantomData<T>);
 
+/// What `store->context` points to, from `ctr` to `dtr`: the scope of the
+/// store's asynchronous metadata I/O and the type's data.
+///
+/// # Invariants
+///
+/// `data` holds the type's data from `into_foreign`, until `dtr` takes it
+/// back. `scope` is for the COW device of the snapshot the store belongs
+/// to. A handover (`__handover_exceptions()`) moves the store, context and
+/// all, only to a snapshot whose COW device is the same block device
+/// (`bdev_equal()`), and each snapshot puts its COW device only after it
+/// destroyed the store it holds; so the device is open until `dtr`, which
+/// drops the scope, waiting for every write of it, before it returns.
+pub(super) struct Context {
+    /// Reached by [`Store::io_lease`].
+    pub(super) scope: IoScope,
+    data: *mut ffi::c_void,
+}
+
 impl<T: ExceptionStore> Callbacks<T> {
     /// Returns the store and a borrow of its data.
     ///
@@ -230,9 +249,13 @@ impl<T: ExceptionStore> Callbacks<T> {
     /// conditions of [`Store::from_raw`] hold.
     unsafe fn get<'a>(store: *mut bindings::dm_exception_store) -> (Borrowed<'a, T>, &'a Store) {
         // SAFETY: The caller guarantees `store` is live and `context` holds
-        // our data from `into_foreign`, not yet taken back by `dtr`, which
-        // dm-snapshot does not call while other callbacks run.
-        unsafe { (T::Data::borrow((*store).context), Store::from_raw(store)) }
+        // the `Context` that `ctr` made, whose `data` is from
+        // `into_foreign` (type invariant), not yet taken back by `dtr`,
+        // which dm-snapshot does not call while other callbacks run.
+        unsafe {
+            let context = (*store).context.cast::<Context>();
+            (T::Data::borrow((*context).data), Store::from_raw(store))
+        }
     }
 
     /// # Safety
@@ -258,9 +281,24 @@ impl<T: ExceptionStore> Callbacks<T> {
                 // this call.
                 Some(unsafe { CStr::from_char_ptr(options) })
             };
+            // SAFETY: dm-snapshot opened the COW device before it made the
+            // store (`snapshot_ctr()`), and puts it only after `dtr` ran,
+            // which drops the scope (type invariant of `Context`, which
+            // owns the scope from here).
+            let scope =
+                unsafe { IoScope::new(setup.cow(), c"ksnaphd_io", kernel::static_lock_class!()) }?;
             let data = T::new(&mut setup, options)?;
-            // SAFETY: `store` is live; `dtr` takes the data back.
-            unsafe { (*store).context = data.into_foreign() };
+            let mut context = KBox::new(
+                Context {
+                    scope,
+                    data: core::ptr::null_mut(),
+                },
+                GFP_KERNEL,
+            )?;
+            // INVARIANT: the data, until `dtr` takes it back.
+            context.data = data.into_foreign();
+            // SAFETY: `store` is live; `dtr` takes the context back.
+            unsafe { (*store).context = KBox::into_raw(context).cast() };
             Ok(0)
         })
     }
@@ -277,11 +315,22 @@ impl<T: ExceptionStore> Callbacks<T> {
     /// run: `commit_exception` is called from kcopyd's job callbacks, and
     /// `snapshot_dtr()` destroys its kcopyd client, which waits for every
     /// job, before the store.
+    ///
+    /// Asynchronous writes of the store may still be in flight, their
+    /// completions holding references to the data: the scope is dropped
+    /// first, which waits for them, so the data is dropped here, last.
     unsafe extern "C" fn dtr(store: *mut bindings::dm_exception_store) {
-        // SAFETY: `context` holds the data `ctr` stored with `into_foreign`;
-        // this is the last callback, so no borrow of it is alive.
-        let data = unsafe { T::Data::from_foreign((*store).context) };
-        drop(data);
+        // SAFETY: `context` holds the box `ctr` made; this is the last
+        // callback, so no borrow of it is alive.
+        let context = unsafe { KBox::from_raw((*store).context.cast::<Context>()) };
+        let Context { scope, data } = KBox::into_inner(context);
+        // Waits for the writes in flight and their completions.
+        drop(scope);
+        // SAFETY: `data` holds the data from `into_foreign` (type
+        // invariant), taken back once, here.
+        drop(unsafe { T::Data::from_foreign(data) });
+        // SAFETY: `store` is live; the context is gone.
+        unsafe { (*store).context = core::ptr::null_mut() };
     }
 
     /// # Safety

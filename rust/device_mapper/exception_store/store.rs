@@ -4,8 +4,14 @@
 //!
 //! C header: [`drivers/md/dm-exception-store.h`](srctree/drivers/md/dm-exception-store.h)
 
-use super::CHUNK_SIZE_LIMIT_SECTORS;
-use crate::block_device::BlockDevice;
+use super::{
+    operations::Context,
+    CHUNK_SIZE_LIMIT_SECTORS, //
+};
+use crate::{
+    block_device::BlockDevice,
+    device_mapper::io::IoLease, //
+};
 use kernel::{
     bindings,
     error::{
@@ -130,6 +136,32 @@ impl Store {
         // moves the store between two snapshots of the same COW device; the
         // snapshot holds its COW `dm_dev` open while it lives.
         unsafe { BlockDevice::from_raw((*bindings::dm_snap_cow(self.snap())).bdev) }
+    }
+
+    /// A lease for asynchronous writes to the COW device
+    /// ([`IoClient::write_async`]): the store's destructor waits for every
+    /// lease, and so for every write in flight and its completion, before
+    /// dm-snapshot closes the device.
+    ///
+    /// [`IoClient::write_async`]: crate::device_mapper::io::IoClient::write_async
+    ///
+    /// # Errors
+    ///
+    /// `EINVAL` in the store's constructor, before the store has its scope.
+    pub fn io_lease(&self) -> Result<IoLease> {
+        // SAFETY: The store is live (type invariant); `context` is written
+        // by `ctr` before any callback but the constructor and by `dtr`
+        // after the last one, so no write races with this read.
+        let context = unsafe { (*self.raw()).context }.cast::<Context>();
+        if context.is_null() {
+            return Err(EINVAL);
+        }
+        // SAFETY: A non-NULL `context` is the `Context` that `ctr` made,
+        // live until `dtr`, which dm-snapshot does not call while a
+        // callback (holding this `&Store`) runs. Callbacks run on several
+        // threads at once; the scope's `lease` is safe to call from any
+        // (its shared state is `Sync`).
+        Ok(unsafe { (*context).scope.lease() })
     }
 
     /// The origin device (`dm_snap_origin()`).
