@@ -58,7 +58,10 @@ use crate::{
         },
         io::{
             IoClient,
+            IoDone,
+            IoLease,
             IoPage,
+            IoRequest,
             OpFlags,
             Region,
             ZeroPage, //
@@ -72,10 +75,14 @@ use crate::{
         AreaWrite,
         Batch,
         BlockSizes,
+        Buffers,
         ChunkBits,
         Commit,
+        CommitWrite,
+        CommitWriteParts,
         Committer,
         DiskHeader,
+        Flushed,
         HeaderDecision,
         IoError,
         Layout,
@@ -91,7 +98,13 @@ use crate::{
         TableStatus, //
     }, //
 };
-use core::fmt::Write;
+use core::{
+    fmt::Write,
+    ops::{
+        Deref,
+        DerefMut, //
+    }, //
+};
 use kernel::{
     alloc::{
         flags::__GFP_NOWARN,
@@ -111,7 +124,12 @@ use kernel::{
     prelude::*,
     str::CStr,
     sync::{
+        new_condvar,
+        Arc,
+        ArcBorrow,
+        CondVar,
         Mutex,
+        MutexGuard,
         SpinLock, //
     }, //
 };
@@ -140,6 +158,10 @@ pub(crate) struct StoreData {
     /// Set after `state`, and neither is unset.
     #[pin]
     commit: Mutex<Option<CommitIo>>,
+    /// Signalled under `commit` whenever a commit write ended or a due
+    /// batch came back: what a commit or merge told to wait waits for.
+    #[pin]
+    progress: CondVar,
     /// C: `ps->header_area`, one chunk there; here the page that
     /// `write_header` writes over the start of chunk 0 (all of a smaller
     /// chunk), zeros following it.
@@ -148,30 +170,66 @@ pub(crate) struct StoreData {
     /// C: `ps->zero_area`, one chunk of zeros there; here one page that
     /// dm-io writes as often as a chunk needs.
     zeros: ZeroPage,
-    /// C: `ps->io_client`.
-    io: IoClient,
+    /// C: `ps->io_client`; the commit writes in flight hold it too.
+    io: Arc<IoClient>,
     /// C: `ps->metadata_wq`.
     metadata_wq: DedicatedQueue,
 }
 
 /// The commit and merge paths.
 struct CommitIo {
-    /// C: `ps->area` and `ps->callbacks`: the completions waiting for the
-    /// next area write, at most `format::batch_capacity()` (an area's worth
-    /// as in C, but at most `format::MAX_BATCH`, 2048, 32 KiB), in
-    /// kvmalloc memory as C's `kvcalloc`.
-    committer: Committer<VVec<u8>, KVVec<CommitCompletion>>,
-    /// An empty vector of the same capacity, swapped with the queued
-    /// completions when they are due, so that they are called with no lock
-    /// held and without allocating.
-    spare: KVVec<CommitCompletion>,
+    /// C: `ps->area` and `ps->callbacks`: the completions waiting for an
+    /// area write, at most `format::batch_capacity()` per batch (an area's
+    /// worth as in C, but at most `format::MAX_BATCH`, 2048, 32 KiB), in
+    /// kvmalloc memory as C's `kvcalloc`; and the buffer of the commit
+    /// write.
+    committer: Committer<VVec<u8>, KVVec<CommitCompletion>, IoBuf>,
+    /// The commit write in flight, without its buffer (dm-io has it).
+    flight: Option<CommitWriteParts>,
 }
 
-impl CommitIo {
-    /// Takes the queued completions out, leaving the spare in their place.
-    fn take_batch(&mut self) -> KVVec<CommitCompletion> {
-        let spare = core::mem::take(&mut self.spare);
-        self.committer.replace_batch(spare)
+/// The buffer of the commit write: the bytes the committer copies, in a
+/// request dm-io can own while the write is in flight.
+struct IoBuf(IoRequest<VVec<u8>, StoreData>);
+
+impl Deref for IoBuf {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl DerefMut for IoBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+}
+
+/// What the committer hands back after a write or a given-back batch.
+type StoreFlushed = Flushed<KVVec<CommitCompletion>, IoBuf>;
+
+impl IoDone<VVec<u8>> for StoreData {
+    /// The commit write completed: its completions are due, the next write
+    /// goes out.
+    fn io_done(
+        this: Arc<Self>,
+        request: IoRequest<VVec<u8>, Self>,
+        lease: &IoLease,
+        result: Result,
+    ) {
+        let mut guard = this.commit.lock();
+        let Some(commit) = Option::as_mut(&mut *guard) else {
+            return;
+        };
+        let Some(parts) = commit.flight.take() else {
+            // Not reached: a write in flight has its parts here.
+            return;
+        };
+        let shared = this.state_lock(commit.committer.layout());
+        let w = CommitWrite::from_parts(parts, IoBuf(request));
+        let f = commit.committer.write_done(&shared, w, result.is_ok());
+        this.flushed(guard, f, Some(lease));
     }
 }
 
@@ -393,18 +451,87 @@ impl StoreData {
         Option::as_ref(&*self.state.lock()).is_some_and(Shared::is_valid)
     }
 
-    /// Calls the completions in `batch`, oldest first, each with the store's
-    /// validity at that moment (a completion may invalidate the store), then
-    /// gives the emptied vector back as the spare. Called with no lock held.
-    fn complete(&self, mut batch: KVVec<CommitCompletion>) {
-        for done in batch.drain_all() {
-            done.complete(self.is_valid());
-        }
-        let mut commit = self.commit.lock();
-        if let Some(commit) = Option::as_mut(&mut *commit) {
-            if commit.spare.capacity() < batch.capacity() {
-                commit.spare = batch;
+    /// Issues commit write `w` without waiting: zeros over the next area
+    /// first when it names one (synchronously, as C's `zero_disk_area()`;
+    /// once per area), then the dirty blocks with PREFLUSH|FUA, holding
+    /// `lease` (the COW device's). If it could not be issued, the committer
+    /// is told at once, and what it hands back is returned.
+    fn issue(
+        self: &Arc<Self>,
+        commit: &mut CommitIo,
+        w: CommitWrite<IoBuf>,
+        lease: Option<&IoLease>,
+    ) -> Option<StoreFlushed> {
+        let shared = self.state_lock(commit.committer.layout());
+        let Some(lease) = lease else {
+            // Not reached: every callback after the constructor has one.
+            return Some(commit.committer.write_done(&shared, w, false));
+        };
+        if let Some(z) = w.zero_first() {
+            let zeroed = Region::new(lease.device(), z.sector, u64::from(z.sectors))
+                .and_then(|region| self.write_zeros(&region));
+            if zeroed.is_err() {
+                return Some(commit.committer.write_done(&shared, w, false));
             }
+        }
+        let (parts, IoBuf(request)) = w.into_parts();
+        let aw = parts.write();
+        match self.io.write_async(
+            lease,
+            request,
+            aw.sector,
+            u64::from(aw.sectors),
+            OpFlags::PREFLUSH | OpFlags::FUA | OpFlags::SYNC,
+            self.clone(),
+        ) {
+            Ok(()) => {
+                commit.flight = Some(parts);
+                None
+            }
+            Err((_, request)) => {
+                let w = CommitWrite::from_parts(parts, IoBuf(request));
+                Some(commit.committer.write_done(&shared, w, false))
+            }
+        }
+    }
+
+    /// Takes what the committer handed back: issues the next write, calls
+    /// the due completions in order with no lock held, each with the
+    /// store's validity at that moment (a completion may invalidate the
+    /// store), gives their batch back, and so on until nothing is left;
+    /// wakes what waits for progress.
+    fn flushed<'a>(
+        self: &'a Arc<Self>,
+        mut guard: MutexGuard<'a, Option<CommitIo>>,
+        mut f: StoreFlushed,
+        lease: Option<&IoLease>,
+    ) {
+        loop {
+            if let Some(error) = f.error.take() {
+                report(error);
+            }
+            if let Some(w) = f.next.take() {
+                if let Some(commit) = Option::as_mut(&mut *guard) {
+                    if let Some(failed) = self.issue(commit, w, lease) {
+                        f = failed;
+                        continue;
+                    }
+                }
+            }
+            self.progress.notify_all();
+            let Some(mut batch) = f.due.take() else {
+                return;
+            };
+            drop(guard);
+            for done in batch.drain_all() {
+                done.complete(self.is_valid());
+            }
+            guard = self.commit.lock();
+            let Some(commit) = Option::as_mut(&mut *guard) else {
+                return;
+            };
+            let shared = self.state_lock(commit.committer.layout());
+            f = commit.committer.give_back(&shared, batch);
         }
     }
 }
@@ -702,7 +829,7 @@ impl NewChunks {
 
 #[vtable]
 impl ExceptionStore for PersistentStore {
-    type Data = Pin<KBox<StoreData>>;
+    type Data = Arc<StoreData>;
 
     /// C: `persistent_ctr()`.
     fn new(store: &mut StoreSetup<'_>, options: Option<&CStr>) -> Result<Self::Data> {
@@ -720,13 +847,14 @@ impl ExceptionStore for PersistentStore {
                 return Err(EINVAL);
             }
         }
-        let io = IoClient::new()?;
+        let io = Arc::new(IoClient::new()?, GFP_KERNEL)?;
         let header = IoPage::new()?;
         let zeros = ZeroPage::new()?;
-        KBox::pin_init(
+        Arc::pin_init(
             try_pin_init!(StoreData {
                 state <- new_spinlock!(None, "dm_snap_persistent:state"),
                 commit <- new_mutex!(None, "dm_snap_persistent:commit"),
+                progress <- new_condvar!("dm_snap_persistent:progress"),
                 header <- new_mutex!(header, "dm_snap_persistent:header"),
                 zeros,
                 io,
@@ -738,7 +866,7 @@ impl ExceptionStore for PersistentStore {
 
     /// C: `persistent_read_metadata()` with `read_header()`.
     fn read_metadata(
-        data: Pin<&StoreData>,
+        data: ArcBorrow<'_, StoreData>,
         store: &mut StoreSetup<'_>,
         sink: &mut ExceptionSink<'_>,
     ) -> Result<Metadata> {
@@ -752,17 +880,35 @@ impl ExceptionStore for PersistentStore {
         // `kvcalloc()` of `ps->callbacks`.
         let mut area = chunk_buffer(layout)?;
         let capacity = usize::try_from(format::batch_capacity(layout)).map_err(|_| EINVAL)?;
-        let batch = KVVec::with_capacity(capacity, GFP_KERNEL)?;
-        let spare = KVVec::with_capacity(capacity, GFP_KERNEL)?;
+        let batches = [
+            KVVec::with_capacity(capacity, GFP_KERNEL)?,
+            KVVec::with_capacity(capacity, GFP_KERNEL)?,
+            KVVec::with_capacity(capacity, GFP_KERNEL)?,
+        ];
+        let io_len = format::io_buffer_len(layout, write_block).ok_or(EINVAL)?;
+        let io_buf = IoBuf(IoRequest::new(
+            VVec::from_elem(0u8, io_len, GFP_KERNEL)?,
+            GFP_KERNEL,
+        )?);
 
         let (made, metadata) = match decision {
             HeaderDecision::New(_) => {
                 let mut io = CowIo { data: &data, store };
-                let made = Committer::create(&mut io, layout, write_block, area, batch);
+                let buffers = Buffers {
+                    area,
+                    batches,
+                    io: io_buf,
+                };
+                let made = Committer::create(&mut io, layout, write_block, buffers);
                 (made, Metadata::Valid)
             }
             HeaderDecision::Invalid(_) => {
-                let made = Committer::new_invalid(layout, write_block, area, batch);
+                let buffers = Buffers {
+                    area,
+                    batches,
+                    io: io_buf,
+                };
+                let made = Committer::new_invalid(layout, write_block, buffers);
                 (made, Metadata::Invalid)
             }
             HeaderDecision::Valid(_) => {
@@ -770,26 +916,38 @@ impl ExceptionStore for PersistentStore {
                 // The garbage the scan cleared after the end marker goes
                 // back to disk with the first commit.
                 let scan = Self::read_exceptions(&data, store, layout, &mut area, sink)?;
-                let made = Committer::from_scan(layout, write_block, &scan, area, batch);
+                let buffers = Buffers {
+                    area,
+                    batches,
+                    io: io_buf,
+                };
+                let made = Committer::from_scan(layout, write_block, &scan, buffers);
                 (made, Metadata::Valid)
             }
         };
         let (shared, committer) = made.map_err(report)?;
         *data.state.lock() = Some(shared);
-        *data.commit.lock() = Some(CommitIo { committer, spare });
+        *data.commit.lock() = Some(CommitIo {
+            committer,
+            flight: None,
+        });
         Ok(metadata)
     }
 
     /// C: `persistent_prepare_exception()`. Runs under dm-snapshot's
     /// spinlock: takes only our spinlock, allocates nothing.
-    fn prepare_exception(data: Pin<&StoreData>, store: &Store, _old_chunk: Chunk) -> Result<Chunk> {
+    fn prepare_exception(
+        data: ArcBorrow<'_, StoreData>,
+        store: &Store,
+        _old_chunk: Chunk,
+    ) -> Result<Chunk> {
         let cow_sectors = store.cow().nr_sectors();
         data.with_shared(|s| s.prepare_exception(cow_sectors).map_err(errno))
     }
 
     /// C: `persistent_commit_exception()`.
     fn commit_exception(
-        data: Pin<&StoreData>,
+        data: ArcBorrow<'_, StoreData>,
         store: &Store,
         exception: exception_store::Exception,
         valid: bool,
@@ -799,43 +957,67 @@ impl ExceptionStore for PersistentStore {
             old_chunk: exception.old_chunk,
             new_chunk: exception.new_chunk,
         };
+        let data: Arc<StoreData> = data.into();
+        let lease = store.io_lease().ok();
+        let mut done = done;
         let mut guard = data.commit.lock();
-        let Some(commit) = Option::as_mut(&mut *guard) else {
-            // Not reached: dm-snapshot commits only exceptions it prepared.
-            drop(guard);
-            done.complete(false);
+        loop {
+            let Some(commit) = Option::as_mut(&mut *guard) else {
+                // Not reached: dm-snapshot commits only exceptions it
+                // prepared.
+                drop(guard);
+                done.complete(false);
+                return;
+            };
+            let shared = data.state_lock(commit.committer.layout());
+            let mut io = CowIo { data: &data, store };
+            let f = match commit
+                .committer
+                .commit_exception(&shared, &mut io, e, valid, done)
+            {
+                Commit::Queued => return,
+                Commit::Write(w) => match data.issue(commit, w, lease.as_ref()) {
+                    Some(f) => f,
+                    None => return,
+                },
+                Commit::Due(batch) => Flushed {
+                    due: Some(batch),
+                    next: None,
+                    error: None,
+                },
+                Commit::Failed(failed) => {
+                    drop(guard);
+                    failed.complete(false);
+                    return;
+                }
+                Commit::Wait(waiting) => {
+                    // The area is full and its write waits for the one in
+                    // flight, or a batch's worth is waiting already: wait
+                    // for that write to end. kcopyd waits here as C's
+                    // commits wait for every write.
+                    done = waiting;
+                    data.progress.wait(&mut guard);
+                    continue;
+                }
+            };
+            data.flushed(guard, f, lease.as_ref());
             return;
-        };
-        let shared = data.state_lock(commit.committer.layout());
-        let mut io = CowIo { data: &data, store };
-        let (unqueued, due) = match commit
-            .committer
-            .commit_exception(&shared, &mut io, e, valid, done)
-        {
-            Commit::Queued => return,
-            Commit::Due => (None, true),
-            Commit::Unqueued { done, due } => (Some(done), due),
-        };
-        let batch = due.then(|| commit.take_batch());
-        drop(guard);
-        if let Some(batch) = batch {
-            data.complete(batch);
-        }
-        if let Some(done) = unqueued {
-            done.complete(false);
         }
     }
 
     /// C: `persistent_prepare_merge()`.
-    fn prepare_merge(data: Pin<&StoreData>, store: &Store) -> Result<Option<MergeRun>> {
+    fn prepare_merge(data: ArcBorrow<'_, StoreData>, store: &Store) -> Result<Option<MergeRun>> {
         let mut guard = data.commit.lock();
-        let commit = Option::as_mut(&mut *guard).ok_or(EIO)?;
-        let shared = data.state_lock(commit.committer.layout());
-        let mut io = CowIo { data: &data, store };
-        let run = commit
-            .committer
-            .prepare_merge(&shared, &mut io)
-            .map_err(report)?;
+        let run = loop {
+            let commit = Option::as_mut(&mut *guard).ok_or(EIO)?;
+            let shared = data.state_lock(commit.committer.layout());
+            let mut io = CowIo { data: &data, store };
+            if let Some(mut merger) = commit.committer.merger() {
+                break merger.prepare_merge(&shared, &mut io).map_err(report)?;
+            }
+            // A commit write is in flight: merging starts after it.
+            data.progress.wait(&mut guard);
+        };
         Ok(run.map(|run| MergeRun {
             last_old_chunk: run.last_old_chunk,
             last_new_chunk: run.last_new_chunk,
@@ -844,21 +1026,23 @@ impl ExceptionStore for PersistentStore {
     }
 
     /// C: `persistent_commit_merge()`.
-    fn commit_merge(data: Pin<&StoreData>, store: &Store, count: u32) -> Result {
+    fn commit_merge(data: ArcBorrow<'_, StoreData>, store: &Store, count: u32) -> Result {
         let mut guard = data.commit.lock();
-        let commit = Option::as_mut(&mut *guard).ok_or(EIO)?;
-        let shared = data.state_lock(commit.committer.layout());
-        let mut io = CowIo { data: &data, store };
-        commit
-            .committer
-            .commit_merge(&shared, &mut io, count)
-            .map_err(report)
+        loop {
+            let commit = Option::as_mut(&mut *guard).ok_or(EIO)?;
+            let shared = data.state_lock(commit.committer.layout());
+            let mut io = CowIo { data: &data, store };
+            if let Some(mut merger) = commit.committer.merger() {
+                return merger.commit_merge(&shared, &mut io, count).map_err(report);
+            }
+            data.progress.wait(&mut guard);
+        }
     }
 
     /// C: `persistent_drop_snapshot()`. The header is written with
     /// `REQ_FUA` (C: a plain write), so the invalidation is durable when
     /// this returns.
-    fn drop_snapshot(data: Pin<&StoreData>, store: &Store) {
+    fn drop_snapshot(data: ArcBorrow<'_, StoreData>, store: &Store) {
         // Never read: nothing on disk is ours to mark.
         let Ok(header) = data.with_shared(|s| Ok(s.drop_snapshot())) else {
             return;
@@ -872,7 +1056,12 @@ impl ExceptionStore for PersistentStore {
     }
 
     /// C: `persistent_status()`.
-    fn status(_data: Pin<&StoreData>, store: &Store, kind: StatusType, out: &mut StatusWriter<'_>) {
+    fn status(
+        _data: ArcBorrow<'_, StoreData>,
+        store: &Store,
+        kind: StatusType,
+        out: &mut StatusWriter<'_>,
+    ) {
         if kind == StatusType::Table {
             let status = TableStatus {
                 userspace_supports_overflow: store.userspace_supports_overflow(),
@@ -883,7 +1072,7 @@ impl ExceptionStore for PersistentStore {
     }
 
     /// C: `persistent_usage()`.
-    fn usage(data: Pin<&StoreData>, store: &Store) -> Usage {
+    fn usage(data: ArcBorrow<'_, StoreData>, store: &Store) -> Usage {
         let cow_sectors = store.cow().nr_sectors();
         let state = data.state.lock();
         let usage = match Option::as_ref(&*state) {
