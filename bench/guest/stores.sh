@@ -22,6 +22,8 @@
 #       COW, qd 1 and 16: reads/s
 #   w5  kernel memory per active snapshot at 64 and 512 KiB chunks, K new
 #       snapshots of one origin: MemFree, Slab and VmallocUsed deltas
+#   w6  random 4 KiB direct writes to an origin with four snapshots (4 KiB
+#       chunks, each on its own part of the COW disk), qd 16: writes/s
 # Records go to $DMSNAP_BENCH_RAW (default $DMSNAP_RESULTS/bench-raw.csv),
 # one per line:
 #   workload,view,case,metric,store,round,value
@@ -41,16 +43,17 @@ command -v fio > /dev/null || fail "no fio"
 R=${DMSNAP_BENCH_ROUNDS:-3}
 D=${DMSNAP_BENCH_DELAY_MS:-1}
 D2=${DMSNAP_BENCH_W2_DELAY_MS:-20}
-ONLY=${DMSNAP_BENCH_ONLY:-w1 w2 w3 w4 w5}
+ONLY=${DMSNAP_BENCH_ONLY:-w1 w2 w3 w4 w5 w6}
 # R0: the first round; 0 is the warm-up.
 if [ "${DMSNAP_BENCH_SMOKE:-0}" = 1 ]; then
 	# Every path once, no warm-up: the script must not rot, nothing more.
 	R=1 R0=1 W1_CHUNKS=512 W1_QDS=16 W5_CHUNKS=512
-	W1_N=(100 50) A=3000 M=(1000 200) W4_FILL=300 W4_N=(100 50) K=2
+	W1_N=(100 50) A=3000 M=(1000 200) W4_FILL=300 W4_N=(100 50) K=2 W6_N=(100 50)
 else
 	# (brd, delay) pairs: a delayed run costs milliseconds per I/O.
 	R0=0 W1_CHUNKS="4 16 64 512" W1_QDS="1 16" W5_CHUNKS="64 512"
 	W1_N=(10000 1000) A=1000000 M=(100000 2000) W4_FILL=20000 W4_N=(20000 3000) K=16
+	W6_N=(10000 1000)
 fi
 ORIGIN_KIB=$((256 * 1024))	# the region w1 writes and w4 reads
 RAW=${DMSNAP_BENCH_RAW:-$DMSNAP_RESULTS/bench-raw.csv}
@@ -310,10 +313,44 @@ w5() {
 	done
 }
 
+# --- w6: random writes to an origin with four snapshots
+W6_SNAPS=4
+w6_run() {
+	local store=$1 round=$2 n=$3 k iops slice=$((512 * 2048))
+	serve "$store"
+	for ((k = 0; k < W6_SNAPS; k++)); do
+		dmsetup create "c$k" --table "0 $slice linear /dev/mapper/bc $((k * slice))"
+		dd if=/dev/zero of="/dev/mapper/c$k" bs=4K count=1 oflag=direct status=none
+	done
+	dmsetup create so --table "$(origin_table /dev/mapper/bo)"
+	for ((k = 0; k < W6_SNAPS; k++)); do
+		dmsetup create "s$k" --table "$(snapshot_table /dev/mapper/bo "/dev/mapper/c$k" "$(type_of "$store")" 8)"
+	done
+	iops=$(fio_run randwrite 16 "$n" /dev/mapper/so "$ORIGIN_KIB")
+	for ((k = 0; k < W6_SNAPS; k++)); do
+		[ "$(snapshot_status "s$k")" != Invalid ] || fail "w6: snapshot $k invalid"
+	done
+	rec w6 "$W6_SNAPS snapshots, chunk 4K qd 16" writes/s "$store" "$round" "$iops"
+	for ((k = 0; k < W6_SNAPS; k++)); do dmsetup remove "s$k"; done
+	dmsetup remove so
+	for ((k = 0; k < W6_SNAPS; k++)); do dmsetup remove "c$k"; done
+}
+w6() {
+	local v i r s
+	for v in brd delay; do
+		view "$v"
+		i=0
+		[ "$v" = delay ] && i=1
+		for ((r = R0; r <= R; r++)); do
+			for s in $(stores_of "$r"); do w6_run "$s" "$r" "${W6_N[$i]}"; done
+		done
+	done
+}
+
 : > "$RAW"
 for w in $ONLY; do
 	case "$w" in
-	w1 | w2 | w3 | w4 | w5) ;;
+	w1 | w2 | w3 | w4 | w5 | w6) ;;
 	*) fail "unknown workload $w" ;;
 	esac
 	t0=$(date +%s)

@@ -17,9 +17,9 @@ RAW=$DMSNAP_RESULTS/bench-smoke-raw.csv
 DMSNAP_BENCH_SMOKE=1 DMSNAP_BENCH_RAW=$RAW bash "$TOP/bench/guest/stores.sh" ||
 	fail "bench/guest/stores.sh failed"
 measured() { awk -F, -v w="$1" -v s="$2" -v m="$3" '$1 == w && $5 == s && $4 == m && $6 > 0' "$RAW"; }
-for w in w1 w2 w3 w4 w5; do
+for w in w1 w2 w3 w4 w5 w6; do
 	case "$w" in
-	w1) metric=writes/s ;;
+	w1 | w6) metric=writes/s ;;
 	w2 | w3) metric=seconds ;;
 	w4) metric=reads/s ;;
 	w5) metric="KiB used (MemFree)" ;;

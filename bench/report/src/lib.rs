@@ -178,6 +178,7 @@ pub fn workload_title(w: &str) -> String {
         "w3" => "w3: merge (snapshot-merge until done)".into(),
         "w4" => "w4: random 4 KiB direct reads through the snapshot of chunks in the COW".into(),
         "w5" => "w5: kernel memory per active snapshot".into(),
+        "w6" => "w6: random 4 KiB direct writes to an origin with four snapshots".into(),
         w => w.into(),
     }
 }
