@@ -13,19 +13,24 @@
 //! `prepare_exception` can take it under dm-snapshot's spinlocks. `commit`
 //! (a mutex) holds the format core's [`Committer`], which owns the
 //! in-memory metadata area and does the commit and merge paths' I/O
-//! through [`CowIo`]. `header` (a mutex) owns the header page, which
-//! `drop_snapshot` writes while a commit may be running, as in C. Commit
-//! completions are called with none of these held: they can re-enter the
-//! store.
+//! through [`CowIo`]; `progress` wakes what waits for a commit write to
+//! end. `header` (a mutex) owns the header page, which `drop_snapshot`
+//! writes while a commit may be running, as in C. Commit completions are
+//! called with none of these held: they can re-enter the store.
 //!
 //! Metadata I/O. Header reads and writes run on the store's own
 //! `WQ_MEM_RECLAIM` workqueue (`ksnaphd`), as in C: `drop_snapshot` can be
-//! called from the bio submission path. Area writes run in the committing
-//! kcopyd thread, with `REQ_PREFLUSH | REQ_FUA`; they write only the
-//! logical blocks of the area that changed since the last write.
+//! called from the bio submission path. Commit writes are issued without
+//! waiting, one at a time, with `REQ_PREFLUSH | REQ_FUA`, and write only
+//! the logical blocks of the area that changed since the last write; their
+//! completions run on the ordered `WQ_MEM_RECLAIM` queue of the store's
+//! I/O scope, which makes the next write of the records committed
+//! meanwhile and then calls the completions due (see "The commit
+//! pipeline" in `Documentation/design.md`). Merges write synchronously.
 //!
-//! Memory. Besides the area (one chunk) and the completion vectors, a
-//! store holds two pages where C holds two more chunks: the header page
+//! Memory. Besides the area (one chunk), the completion vectors and the
+//! commit write's buffer, a store holds two pages where C holds two more
+//! chunks: the header page
 //! (the 16-byte header needs no more; chunk 0 is still written whole, the
 //! rest of it zeros) and a page of zeros that dm-io writes as often as a
 //! chunk of zeros needs.
