@@ -388,7 +388,24 @@ impl<M: IoMemory + Send + 'static, D: IoDone<M>> WorkItem for RequestInner<M, D>
 ///
 /// While the write is in flight the request belongs to it, so the buffer
 /// cannot be read, written or freed by anyone else; it comes back to
-/// [`IoDone::io_done`].
+/// [`IoDone::io_done`]. The compiler enforces it (in-tree, rustdoc checks
+/// that this does not build; the out-of-tree KUnit conversion of the
+/// examples skips it):
+///
+/// ```compile_fail
+/// use crate::device_mapper::io::{IoClient, IoDone, IoLease, IoRequest, OpFlags};
+/// use kernel::sync::Arc;
+///
+/// fn reuse<D: IoDone<VVec<u8>>>(
+///     client: &Arc<IoClient>,
+///     lease: &IoLease,
+///     mut request: IoRequest<VVec<u8>, D>,
+///     done: Arc<D>,
+/// ) {
+///     let _ = client.write_async(lease, request, 0, 1, OpFlags::NONE, done);
+///     request[0] = 1; // error[E0382]: borrow of moved value: `request`
+/// }
+/// ```
 pub struct IoRequest<M, D>(Pin<KBox<RequestInner<M, D>>>);
 
 impl<M: IoMemory + Send + 'static, D: IoDone<M>> IoRequest<M, D> {
