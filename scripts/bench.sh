@@ -7,6 +7,9 @@
 #       out); results in bench/results/<date>/: stores.md (tables),
 #       stores.csv (median, min, max, ratio to C), stores.svg (one panel per
 #       workload) and stores-raw.csv (every measurement)
+#   scripts/bench.sh --only w2 --profile
+#       the same, w2's activations on brd under perf record; the profiles
+#       are left in the guest's results directory (named at the end)
 #   scripts/bench.sh --smoke
 #       tiny sizes, one round, nothing kept
 #   scripts/bench.sh --report RAW.csv OUTDIR
@@ -24,7 +27,7 @@
 export DMSNAP_KERNEL=${DMSNAP_KERNEL:-bench}
 . "$(dirname "$0")/lib.sh"
 
-usage() { die "usage: scripts/bench.sh [--smoke] [--rounds R] [--only \"w1 w3\"] [--delay MS] [--w2-delay MS] | --report RAW.csv OUTDIR"; }
+usage() { die "usage: scripts/bench.sh [--smoke] [--rounds R] [--only \"w1 w3\"] [--delay MS] [--w2-delay MS] [--profile] | --report RAW.csv OUTDIR"; }
 
 # report RAW OUTDIR TITLE NOTE: tables and plot.
 report() {
@@ -32,7 +35,7 @@ report() {
 	cp "$1" "$2/stores-raw.csv"
 }
 
-smoke=0 rounds=3 only="" delay=1 w2_delay=20
+smoke=0 rounds=3 only="" delay=1 w2_delay=20 profile=0
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--report)
@@ -42,6 +45,7 @@ while [ $# -gt 0 ]; do
 		exit 0
 		;;
 	--smoke) smoke=1 rounds=1 ;;
+	--profile) profile=1 ;;
 	--rounds) rounds=$2; shift ;;
 	--only) only=$2; shift ;;
 	--delay) delay=$2; shift ;;
@@ -64,7 +68,7 @@ export DMSNAP_MODULE_KO=$res/module/dm_snap_persistent.ko
 
 t0=$(date +%s)
 DMSNAP_VMS=1 DMSNAP_VM_MEMORY=3G DMSNAP_RESULTS=$res DMSNAP_BENCH_ROUNDS=$rounds \
-	DMSNAP_BENCH_SMOKE=$smoke DMSNAP_BENCH_ONLY=$only DMSNAP_BENCH_DELAY_MS=$delay DMSNAP_BENCH_W2_DELAY_MS=$w2_delay \
+	DMSNAP_BENCH_SMOKE=$smoke DMSNAP_BENCH_PROFILE=$profile DMSNAP_BENCH_ONLY=$only DMSNAP_BENCH_DELAY_MS=$delay DMSNAP_BENCH_W2_DELAY_MS=$w2_delay \
 	"$TOP/tests/run-guest.sh" "$TOP/bench/guest/stores.sh" >&2 || die "the guest benchmark failed: $res"
 secs=$(($(date +%s) - t0))
 

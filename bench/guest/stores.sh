@@ -30,7 +30,10 @@
 #   DMSNAP_BENCH_ROUNDS (R, default 3), DMSNAP_BENCH_DELAY_MS (D, default 1),
 #   DMSNAP_BENCH_W2_DELAY_MS (D2, default 20: w2's second delayed view),
 #   DMSNAP_BENCH_SMOKE=1 (tiny sizes, w1 at 512 KiB chunks and qd 16 only,
-#   w5 at 512 KiB only, one round and no warm-up), DMSNAP_BENCH_ONLY
+#   w5 at 512 KiB only, one round and no warm-up), DMSNAP_BENCH_ONLY,
+#   DMSNAP_BENCH_PROFILE=1 (w2's activations on brd run under perf record,
+#   system-wide; the profiles, by symbol, go to
+#   $DMSNAP_RESULTS/w2-STORE-rROUND.profile)
 # timeout: 7200
 . "$DMSNAP_HARNESS/lib.sh"
 . "$DMSNAP_HARNESS/compat-lib.sh"
@@ -203,10 +206,18 @@ w2() {
 			for s in $(stores_of "$r"); do
 				[ "$s" = n ] && continue
 				serve "$s"
+				local perf=()
+				[ "${DMSNAP_BENCH_PROFILE:-0}" = 1 ] && [ "$v" = brd ] &&
+					perf=(perf record -q -a -g -F 997 -o "$TMP/w2.perf" --)
 				t0=$(date +%s%N)
-				"$BIN/crash_workload" dm create sa "0 $(sectors /dev/mapper/bo) snapshot /dev/mapper/bo /dev/mapper/bc P 8" > /dev/null ||
+				"${perf[@]}" "$BIN/crash_workload" dm create sa "0 $(sectors /dev/mapper/bo) snapshot /dev/mapper/bo /dev/mapper/bc P 8" > /dev/null ||
 					fail "w2: activation failed"
 				t1=$(date +%s%N)
+				if [ ${#perf[@]} -gt 0 ]; then
+					perf report -q -i "$TMP/w2.perf" --stdio --no-children --sort sym -g none --percent-limit 0.3 \
+						> "$DMSNAP_RESULTS/w2-$s-r$r.profile" 2>/dev/null || fail "w2: perf report failed"
+					rm -f "$TMP/w2.perf"
+				fi
 				st=$(snapshot_status sa)
 				# allocated - metadata = the exceptions' chunks
 				want=$((A * 8))
