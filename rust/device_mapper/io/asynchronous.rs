@@ -25,6 +25,7 @@ use super::{
     IoClient,
     IoMemory,
     OpFlags,
+    Region,
     IOPRIO_DEFAULT, //
 };
 use crate::{
@@ -44,7 +45,6 @@ use core::{
 use kernel::{
     alloc::Flags,
     bindings,
-    block::SECTOR_SIZE,
     error::{
         code::{
             EINVAL,
@@ -525,8 +525,8 @@ impl IoClient {
         flags: OpFlags,
         done: Arc<D>,
     ) -> Result<(), (Error, IoRequest<M, D>)> {
-        let (region, len) = match Self::async_region(lease.device(), sector, count) {
-            Ok(r) => r,
+        let (region, len) = match Region::new(lease.device(), sector, count) {
+            Ok(r) => (r.as_raw(), r.len()),
             Err(e) => return Err((e, request)),
         };
         if len > request.bytes().len() {
@@ -585,27 +585,5 @@ impl IoClient {
         let mut boxed = unsafe { Pin::new_unchecked(KBox::from_raw(ptr)) };
         let _ = boxed.as_mut().project().flight.take();
         Err((Error::from_errno(r), IoRequest(boxed)))
-    }
-
-    /// The dm-io region of `count` sectors of `bdev` from `sector`.
-    /// The dm-io region of `count` sectors of `bdev` from `sector`, and its
-    /// length in bytes.
-    fn async_region(
-        bdev: &BlockDevice,
-        sector: u64,
-        count: u64,
-    ) -> Result<(bindings::dm_io_region, usize)> {
-        let end = sector.checked_add(count).ok_or(EINVAL)?;
-        let bytes = count.checked_mul(u64::from(SECTOR_SIZE)).ok_or(EINVAL)?;
-        let len = usize::try_from(bytes).map_err(|_| EINVAL)?;
-        if count == 0 || end > bdev.nr_sectors() {
-            return Err(EINVAL);
-        }
-        let region = bindings::dm_io_region {
-            bdev: bdev.as_raw(),
-            sector,
-            count,
-        };
-        Ok((region, len))
     }
 }
