@@ -289,6 +289,16 @@ w4() {
 }
 
 # --- w5: kernel memory per active snapshot
+# cow_slices K SECTORS KIB: /dev/mapper/c0 .. c<K-1>, consecutive parts of
+# SECTORS sectors of the COW disk, each holding no store (its first KIB
+# zeroed).
+cow_slices() {
+	local k
+	for ((k = 0; k < $1; k++)); do
+		dmsetup create "c$k" --table "0 $2 linear /dev/mapper/bc $((k * $2))"
+		dd if=/dev/zero of="/dev/mapper/c$k" bs="$3"K count=1 oflag=direct status=none
+	done
+}
 meminfo() { sed -n "s/^$1: *\([0-9]*\).*/\1/p" /proc/meminfo; }
 mem_now() {
 	sync
@@ -299,11 +309,8 @@ mem_now() {
 w5_run() {
 	local store=$1 round=$2 ck=$3 cs=$(($3 * 2)) k b a slice=$((64 * 2048))
 	serve "$store"
-	for ((k = 0; k < K; k++)); do
-		dmsetup create "c$k" --table "0 $slice linear /dev/mapper/bc $((k * slice))"
-		# brd allocates the pages the new store writes now, not while measuring
-		dd if=/dev/zero of="/dev/mapper/c$k" bs="$ck"K count=2 oflag=direct status=none
-	done
+	# brd allocates the pages the new store writes now, not while measuring
+	cow_slices "$K" "$slice" $((ck * 2))
 	read -ra b <<< "$(mem_now)"
 	for ((k = 0; k < K; k++)); do
 		dmsetup create "s$k" --table "$(snapshot_table /dev/mapper/bo "/dev/mapper/c$k" "$(type_of "$store")" "$cs")"
@@ -329,10 +336,7 @@ W6_SNAPS=4
 w6_run() {
 	local store=$1 round=$2 n=$3 k iops slice=$((512 * 2048))
 	serve "$store"
-	for ((k = 0; k < W6_SNAPS; k++)); do
-		dmsetup create "c$k" --table "0 $slice linear /dev/mapper/bc $((k * slice))"
-		dd if=/dev/zero of="/dev/mapper/c$k" bs=4K count=1 oflag=direct status=none
-	done
+	cow_slices "$W6_SNAPS" "$slice" 4
 	dmsetup create so --table "$(origin_table /dev/mapper/bo)"
 	for ((k = 0; k < W6_SNAPS; k++)); do
 		dmsetup create "s$k" --table "$(snapshot_table /dev/mapper/bo "/dev/mapper/c$k" "$(type_of "$store")" 8)"
