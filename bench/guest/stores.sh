@@ -345,7 +345,7 @@ w6_run() {
 	for ((k = 0; k < W6_SNAPS; k++)); do
 		[ "$(snapshot_status "s$k")" != Invalid ] || fail "w6: snapshot $k invalid"
 	done
-	rec w6 "$W6_SNAPS snapshots, chunk 4K qd 16" writes/s "$store" "$round" "$iops"
+	rec w6 "$W6_SNAPS snapshots; chunk 4K qd 16" writes/s "$store" "$round" "$iops"
 	for ((k = 0; k < W6_SNAPS; k++)); do dmsetup remove "s$k"; done
 	dmsetup remove so
 	for ((k = 0; k < W6_SNAPS; k++)); do dmsetup remove "c$k"; done
