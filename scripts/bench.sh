@@ -61,7 +61,7 @@ KDIR=$("$TOP/scripts/build-kernel.sh")
 export KDIR
 res=$(mktemp -d "${TMPDIR:-/tmp}/bench-stores.XXXXXX")
 mkdir "$res/module"
-(cd "$TOP" && git ls-files -z Makefile Kbuild scripts/doc-examples.awk '*.rs' | xargs -0 cp --parents -t "$res/module") ||
+(cd "$TOP" && git ls-files -z Makefile Kbuild scripts/doc-examples.awk '*.rs' '*.c' | xargs -0 cp --parents -t "$res/module") ||
 	die "copying the module sources failed"
 make -C "$res/module" -s modules || die "building the module failed"
 export DMSNAP_MODULE_KO=$res/module/dm_snap_persistent.ko
