@@ -18,7 +18,8 @@ pub use asynchronous::{
     IoDone,
     IoLease,
     IoRequest,
-    IoScope, //
+    IoScope,
+    Submitted, //
 };
 
 use crate::block_device::BlockDevice;

@@ -57,6 +57,11 @@ use kernel::{
     prelude::*,
     str::CStr,
     sync::{
+        atomic::{
+            Atomic,
+            Full,
+            Relaxed, //
+        },
         Arc,
         Completion,
         LockClassKey,
@@ -117,7 +122,7 @@ unsafe impl Sync for ScopeInner {}
 /// ```
 /// use crate::{
 ///     block_device::BlockDeviceFile,
-///     device_mapper::io::{IoClient, IoDone, IoLease, IoRequest, IoScope, OpFlags},
+///     device_mapper::io::{IoClient, IoDone, IoLease, IoRequest, IoScope, OpFlags, Submitted},
 /// };
 /// use kernel::sync::{Arc, Completion};
 ///
@@ -154,10 +159,14 @@ unsafe impl Sync for ScopeInner {}
 /// let request = IoRequest::new(VVec::from_elem(0x3cu8, 4096, GFP_KERNEL)?, GFP_KERNEL)?;
 /// IoScope::with(&dev, c"kexample_io", kernel::static_lock_class!(), |scope| {
 ///     let lease = scope.lease();
-///     if let Err((e, _request)) =
-///         client.write_async(&lease, request, 8, 8, OpFlags::FUA, done.clone())
-///     {
-///         return Err(e);
+///     match client.write_async(&lease, request, 8, 8, OpFlags::FUA, done.clone()) {
+///         Err((e, _request)) => return Err(e),
+///         // brd completes the write before the call returns: the caller
+///         // has the outcome, as if the completion had run.
+///         Ok(Submitted::Completed(request, result)) => {
+///             Done::io_done(done.clone(), request, &lease, result)
+///         }
+///         Ok(Submitted::InFlight) => {}
 ///     }
 ///     // The lease, the client and `done` may all go: the write holds its own.
 ///     drop(lease);
@@ -341,8 +350,14 @@ struct Flight<D> {
 /// - `flight` is `Some` exactly from a successful submission until the
 ///   work item runs, and only while the box is owned by dm-io or the
 ///   queue (no `IoRequest` holds it).
-/// - `error` is written only by `notify`, between submission and the work
-///   item, and read only by the work item.
+/// - `error` is written by the submission, then only by `notify`, and read
+///   only after it (by the work item, or by the submitter for a write that
+///   completed inline): the regions that failed or that the device does not
+///   support, as bits.
+/// - `state` is `SUBMITTING` from the start of a submission until `notify`
+///   or the submitter, once `dm_io()` returned, moves it on: the one whose
+///   `cmpxchg` succeeds decides who owns the box from then on (see
+///   `IoClient::write_async`).
 #[pin_data]
 pub(super) struct RequestInner<M, D> {
     #[pin]
@@ -350,6 +365,26 @@ pub(super) struct RequestInner<M, D> {
     buf: M,
     flight: Option<Flight<D>>,
     error: ffi::c_ulong,
+    state: Atomic<u32>,
+}
+
+/// [`RequestInner::state`]: `dm_io()` has not returned yet.
+const SUBMITTING: u32 = 0;
+/// `dm_io()` returned before the write completed: `notify` owns the box and
+/// queues the completion.
+const IN_FLIGHT: u32 = 1;
+/// The write completed before `dm_io()` returned: the submitter owns the
+/// box and hands the outcome back to its caller.
+const DONE_INLINE: u32 = 2;
+
+/// What [`IoClient::write_async`] did with a request.
+pub enum Submitted<M, D> {
+    /// The write is in flight: [`IoDone::io_done`] gets the request back.
+    InFlight,
+    /// The write completed before the call returned (a device that
+    /// completes I/O in the submitter's context, such as brd): the request
+    /// is back here with the write's outcome, and `io_done` is not called.
+    Completed(IoRequest<M, D>, Result),
 }
 
 impl_has_work! {
@@ -421,6 +456,7 @@ impl<M: IoMemory + Send + 'static, D: IoDone<M>> IoRequest<M, D> {
                 buf,
                 flight: None,
                 error: 0,
+                state: Atomic::new(SUBMITTING),
             }),
             flags,
         )?;
@@ -440,12 +476,21 @@ impl<M: IoMemory + Send + 'static, D: IoDone<M>> IoRequest<M, D> {
         context: *mut ffi::c_void,
     ) {
         let ptr = context.cast::<RequestInner<M, D>>();
-        // SAFETY: `ptr` is the request's box, owned by this submission
-        // until now (the function's safety requirement): no one else has
-        // it, and rebuilding the pinned box hands ownership back.
+        // SAFETY: `ptr` is the request's box, live until the `cmpxchg`
+        // below decides who owns it (the function's safety requirement and
+        // the type invariant); until then no one else writes `error`.
+        unsafe { (&raw mut (*ptr).error).write(error | unsupported) };
+        // SAFETY: As above; `state` is an atomic, shared with the submitter.
+        let state = unsafe { &(*ptr).state };
+        if state.cmpxchg(SUBMITTING, DONE_INLINE, Full).is_ok() {
+            // Still inside `dm_io()`: the submitter takes the request back
+            // when it returns. Nothing here touches the box again.
+            return;
+        }
+        // SAFETY: The submitter moved `state` on after `dm_io()` returned,
+        // so the box is ours (type invariant); it was pinned before.
         let mut boxed = unsafe { Pin::new_unchecked(KBox::from_raw(ptr)) };
         let fields = boxed.as_mut().project();
-        *fields.error = error | unsupported;
         let Some(flight) = fields.flight.as_ref() else {
             // Not reached: a submitted request holds its flight. Leaked
             // rather than dropped: `M`'s destructor need not be fit for
@@ -505,7 +550,9 @@ impl IoClient {
     /// Writes `count` sectors from `sector` of `lease`'s device with
     /// `flags`, from the start of `request`'s buffer, without
     /// waiting. Once the write completed, `D::io_done(done, request, result)`
-    /// runs on the scope's queue.
+    /// runs on the scope's queue; or, when the write completed before this
+    /// returns, the request comes back at once ([`Submitted::Completed`]),
+    /// which saves a round trip through the queue.
     ///
     /// # Errors
     ///
@@ -524,7 +571,7 @@ impl IoClient {
         count: u64,
         flags: OpFlags,
         done: Arc<D>,
-    ) -> Result<(), (Error, IoRequest<M, D>)> {
+    ) -> Result<Submitted<M, D>, (Error, IoRequest<M, D>)> {
         let (region, len) = match Region::new(lease.device(), sector, count) {
             Ok(r) => (r.as_raw(), r.len()),
             Err(e) => return Err((e, request)),
@@ -533,6 +580,8 @@ impl IoClient {
             return Err((EINVAL, request));
         }
         let fields = request.0.as_mut().project();
+        fields.state.store(SUBMITTING, Relaxed);
+        *fields.error = 0;
         *fields.flight = Some(Flight {
             done,
             client: self.clone(),
@@ -578,12 +627,29 @@ impl IoClient {
             )
         };
         if r == 0 {
-            return Ok(());
+            // SAFETY: The box is live: `notify` does not free it, and gives
+            // it up at its `cmpxchg` only if `state` is still SUBMITTING.
+            let state = unsafe { &(*ptr).state };
+            if state.cmpxchg(SUBMITTING, IN_FLIGHT, Full).is_ok() {
+                // `notify` owns it from here.
+                return Ok(Submitted::InFlight);
+            }
         }
-        // SAFETY: dm-io refused the request without calling `notify`, so
-        // the box came back to us; it was pinned before.
+        // SAFETY: dm-io refused the request without calling `notify`, or
+        // `notify` ran before `dm_io()` returned and left the box to us
+        // (`state` is DONE_INLINE); either way it is ours again, and it was
+        // pinned before.
         let mut boxed = unsafe { Pin::new_unchecked(KBox::from_raw(ptr)) };
-        let _ = boxed.as_mut().project().flight.take();
-        Err((Error::from_errno(r), IoRequest(boxed)))
+        let fields = boxed.as_mut().project();
+        let _ = fields.flight.take();
+        if r != 0 {
+            return Err((Error::from_errno(r), IoRequest(boxed)));
+        }
+        let result = if core::mem::take(fields.error) == 0 {
+            Ok(())
+        } else {
+            Err(EIO)
+        };
+        Ok(Submitted::Completed(IoRequest(boxed), result))
     }
 }
