@@ -69,6 +69,7 @@ use crate::{
             IoRequest,
             OpFlags,
             Region,
+            Submitted,
             ZeroPage, //
         },
         MsgPrefix, //
@@ -459,8 +460,9 @@ impl StoreData {
     /// Issues commit write `w` without waiting: zeros over the next area
     /// first when it names one (synchronously, as C's `zero_disk_area()`;
     /// once per area), then the dirty blocks with PREFLUSH|FUA, holding
-    /// `lease` (the COW device's). If it could not be issued, the committer
-    /// is told at once, and what it hands back is returned.
+    /// `lease` (the COW device's). If it could not be issued, or completed
+    /// before dm-io returned (brd does), the committer is told at once, and
+    /// what it hands back is returned.
     fn issue(
         self: &Arc<Self>,
         commit: &mut CommitIo,
@@ -489,9 +491,14 @@ impl StoreData {
             OpFlags::PREFLUSH | OpFlags::FUA | OpFlags::SYNC,
             self.clone(),
         ) {
-            Ok(()) => {
+            Ok(Submitted::InFlight) => {
                 commit.flight = Some(parts);
                 None
+            }
+            // Done already (brd, say): no round trip through the queue.
+            Ok(Submitted::Completed(request, result)) => {
+                let w = CommitWrite::from_parts(parts, IoBuf(request));
+                Some(commit.committer.write_done(&shared, w, result.is_ok()))
             }
             Err((_, request)) => {
                 let w = CommitWrite::from_parts(parts, IoBuf(request));
@@ -517,8 +524,8 @@ impl StoreData {
             }
             if let Some(w) = f.next.take() {
                 if let Some(commit) = Option::as_mut(&mut *guard) {
-                    if let Some(failed) = self.issue(commit, w, lease) {
-                        f = failed;
+                    if let Some(ended) = self.issue(commit, w, lease) {
+                        f = ended;
                         continue;
                     }
                 }
