@@ -143,6 +143,21 @@ fio_run() {
 	echo "$out" | cut -d';' -f"$f"
 }
 
+# each_view_round RUN N_BRD N_DELAY: RUN STORE ROUND N on brd, then behind
+# the delay, every round with the stores in turn; N is the count of I/Os
+# for that view.
+each_view_round() {
+	local run=$1 v n r s
+	for v in brd delay; do
+		view "$v"
+		n=$2
+		[ "$v" = delay ] && n=$3
+		for ((r = R0; r <= R; r++)); do
+			for s in $(stores_of "$r"); do "$run" "$s" "$r" "$n"; done
+		done
+	done
+}
+
 # zero_header CHUNK_KIB: a COW that holds no store (its first chunk zeroed).
 zero_header() {
 	dd if=/dev/zero of=/dev/mapper/bc bs="$1"K count=1 oflag=direct status=none
@@ -276,17 +291,7 @@ w4_run() {
 	done
 	dmsetup remove ss so
 }
-w4() {
-	local v i r s
-	for v in brd delay; do
-		view "$v"
-		i=0
-		[ "$v" = delay ] && i=1
-		for ((r = R0; r <= R; r++)); do
-			for s in $(stores_of "$r"); do w4_run "$s" "$r" "${W4_N[$i]}"; done
-		done
-	done
-}
+w4() { each_view_round w4_run "${W4_N[@]}"; }
 
 # --- w5: kernel memory per active snapshot
 # cow_slices K SECTORS KIB: /dev/mapper/c0 .. c<K-1>, consecutive parts of
@@ -350,17 +355,7 @@ w6_run() {
 	dmsetup remove so
 	for ((k = 0; k < W6_SNAPS; k++)); do dmsetup remove "c$k"; done
 }
-w6() {
-	local v i r s
-	for v in brd delay; do
-		view "$v"
-		i=0
-		[ "$v" = delay ] && i=1
-		for ((r = R0; r <= R; r++)); do
-			for s in $(stores_of "$r"); do w6_run "$s" "$r" "${W6_N[$i]}"; done
-		done
-	done
-}
+w6() { each_view_round w6_run "${W6_N[@]}"; }
 
 : > "$RAW"
 for w in $ONLY; do
