@@ -229,7 +229,7 @@ w2() {
 					fail "w2: activation failed"
 				t1=$(date +%s%N)
 				if [ ${#perf[@]} -gt 0 ]; then
-					perf report -q -i "$TMP/w2.perf" --stdio --no-children --sort sym -g none --percent-limit 0.3 \
+					perf report -q -i "$TMP/w2.perf" --kallsyms=/proc/kallsyms --stdio --no-children --sort dso,sym -g none --percent-limit 0.3 \
 						> "$DMSNAP_RESULTS/w2-$s-r$r.profile" 2>/dev/null || fail "w2: perf report failed"
 					rm -f "$TMP/w2.perf"
 				fi
