@@ -212,6 +212,7 @@ enum Launch<B, W> {
     Write(CommitWrite<W>),
     Due(B),
 }
+
 /// The merge paths of a [`Committer`] with no commit write in flight;
 /// from [`Committer::merger`].
 pub struct Merger<'a, A, B, W>(&'a mut Committer<A, B, W>);
@@ -835,9 +836,9 @@ where
                 next: Some(w),
                 error,
             },
-            // Not reached while the flight's batch was held: launch took
-            // the last spare for this one. Put it back; give_back hands it
-            // out.
+            // The store is invalid and records wait: `due` already holds
+            // the flight's completions, and a Flushed hands out one batch.
+            // Put the open one back; the give_back of `due` hands it out.
             Launch::Due(b) => {
                 let empty = core::mem::replace(&mut self.open, b);
                 self.spare_batches.put(empty);
@@ -876,17 +877,7 @@ where
         self.is_idle().then_some(Merger(self))
     }
 
-    /// Says where the next run of exceptions to merge is, newest first:
-    /// `None` when no exception is left. When the area in memory is empty
-    /// it reads the previous one, which must be full and valid.
-    ///
-    /// C: `persistent_prepare_merge()`. Unlike C, a failed read or check
-    /// leaves the store on its current area.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::ReadFailed`], a validation error of the area read, or
-    /// [`Error::MergeCommitFailed`] after a failed merge write.
+    /// See [`Merger::prepare_merge`].
     fn prepare_merge(
         &mut self,
         shared: &impl SharedLock,
@@ -966,18 +957,7 @@ where
         })
     }
 
-    /// Removes the last `nr_merged` exceptions, which dm-snapshot has
-    /// copied back to the origin, from the area, and writes it. A failed
-    /// write stops merging until the store is reloaded: C would carry on
-    /// from cleared records.
-    ///
-    /// C: `persistent_commit_merge()`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::MergeCountInvalid`] unless `1 <= nr_merged <=` the run the
-    /// last [`Committer::prepare_merge`] found (nothing changes then);
-    /// [`Error::WriteFailed`]; [`Error::MergeCommitFailed`].
+    /// See [`Merger::commit_merge`].
     fn commit_merge(
         &mut self,
         shared: &impl SharedLock,
@@ -1131,8 +1111,7 @@ where
         &self.open
     }
 
-    /// How many completions a write waits for at most: see "Commit
-    /// batches".
+    /// How many completions a batch holds at most: see "Group commit".
     pub const fn batch_limit(&self) -> u32 {
         self.batch_limit
     }
