@@ -898,29 +898,20 @@ impl ExceptionStore for PersistentStore {
             KVVec::with_capacity(capacity, GFP_KERNEL)?,
         ];
         let io_len = format::io_buffer_len(layout, write_block).ok_or(EINVAL)?;
-        let io_buf = IoBuf(IoRequest::new(
+        let io = IoBuf(IoRequest::new(
             VVec::from_elem(0u8, io_len, GFP_KERNEL)?,
             GFP_KERNEL,
         )?);
+        let buffers = move |area| Buffers { area, batches, io };
 
         let (made, metadata) = match decision {
             HeaderDecision::New(_) => {
                 let mut io = CowIo { data: &data, store };
-                let buffers = Buffers {
-                    area,
-                    batches,
-                    io: io_buf,
-                };
-                let made = Committer::create(&mut io, layout, write_block, buffers);
+                let made = Committer::create(&mut io, layout, write_block, buffers(area));
                 (made, Metadata::Valid)
             }
             HeaderDecision::Invalid(_) => {
-                let buffers = Buffers {
-                    area,
-                    batches,
-                    io: io_buf,
-                };
-                let made = Committer::new_invalid(layout, write_block, buffers);
+                let made = Committer::new_invalid(layout, write_block, buffers(area));
                 (made, Metadata::Invalid)
             }
             HeaderDecision::Valid(_) => {
@@ -928,12 +919,7 @@ impl ExceptionStore for PersistentStore {
                 // The garbage the scan cleared after the end marker goes
                 // back to disk with the first commit.
                 let scan = Self::read_exceptions(&data, store, layout, &mut area, sink)?;
-                let buffers = Buffers {
-                    area,
-                    batches,
-                    io: io_buf,
-                };
-                let made = Committer::from_scan(layout, write_block, &scan, buffers);
+                let made = Committer::from_scan(layout, write_block, &scan, buffers(area));
                 (made, Metadata::Valid)
             }
         };
