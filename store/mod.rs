@@ -215,6 +215,9 @@ impl DerefMut for IoBuf {
 /// What the committer hands back after a write or a given-back batch.
 type StoreFlushed = Flushed<KVVec<CommitCompletion>, IoBuf>;
 
+/// A commit write that ended inside [`StoreData::issue`], with its outcome.
+type EndedWrite = (CommitWrite<IoBuf>, bool);
+
 impl IoDone<VVec<u8>> for StoreData {
     /// The commit write completed: its completions are due, the next write
     /// goes out.
@@ -460,25 +463,24 @@ impl StoreData {
     /// Issues commit write `w` without waiting: zeros over the next area
     /// first when it names one (synchronously, as C's `zero_disk_area()`;
     /// once per area), then the dirty blocks with PREFLUSH|FUA, holding
-    /// `lease` (the COW device's). If it could not be issued, or completed
-    /// before dm-io returned (brd does), the committer is told at once, and
-    /// what it hands back is returned.
+    /// `lease` (the COW device's). Returns the write with its outcome if it
+    /// ended already: it could not be issued, or it completed before dm-io
+    /// returned (brd does), for the caller to report to the committer.
     fn issue(
         self: &Arc<Self>,
         commit: &mut CommitIo,
         w: CommitWrite<IoBuf>,
         lease: Option<&IoLease>,
-    ) -> Option<StoreFlushed> {
-        let shared = self.state_lock(commit.committer.layout());
+    ) -> Option<EndedWrite> {
         let Some(lease) = lease else {
             // Not reached: every callback after the constructor has one.
-            return Some(commit.committer.write_done(&shared, w, false));
+            return Some((w, false));
         };
         if let Some(z) = w.zero_first() {
             let zeroed = Region::new(lease.device(), z.sector, u64::from(z.sectors))
                 .and_then(|region| self.write_zeros(&region));
             if zeroed.is_err() {
-                return Some(commit.committer.write_done(&shared, w, false));
+                return Some((w, false));
             }
         }
         let (parts, IoBuf(request)) = w.into_parts();
@@ -496,21 +498,18 @@ impl StoreData {
                 None
             }
             // Done already (brd, say): no round trip through the queue.
-            Ok(Submitted::Completed(request, result)) => {
-                let w = CommitWrite::from_parts(parts, IoBuf(request));
-                Some(commit.committer.write_done(&shared, w, result.is_ok()))
-            }
-            Err((_, request)) => {
-                let w = CommitWrite::from_parts(parts, IoBuf(request));
-                Some(commit.committer.write_done(&shared, w, false))
-            }
+            Ok(Submitted::Completed(request, result)) => Some((
+                CommitWrite::from_parts(parts, IoBuf(request)),
+                result.is_ok(),
+            )),
+            Err((_, request)) => Some((CommitWrite::from_parts(parts, IoBuf(request)), false)),
         }
     }
 
-    /// Takes what the committer handed back: issues the next write, calls
-    /// the due completions in order with no lock held, each with the
-    /// store's validity at that moment (a completion may invalidate the
-    /// store), gives their batch back, and so on until nothing is left;
+    /// Takes what the committer handed back and works it off until nothing
+    /// is left: issues the next write, calls the due completions in order
+    /// with no lock held, each with the store's validity at that moment (a
+    /// completion may invalidate the store), and gives their batch back;
     /// wakes what waits for progress.
     fn flushed<'a>(
         self: &'a Arc<Self>,
@@ -522,12 +521,19 @@ impl StoreData {
             if let Some(error) = f.error.take() {
                 report(error);
             }
-            if let Some(w) = f.next.take() {
-                if let Some(commit) = Option::as_mut(&mut *guard) {
-                    if let Some(ended) = self.issue(commit, w, lease) {
-                        f = ended;
-                        continue;
-                    }
+            if let (Some(w), Some(commit)) = (f.next.take(), Option::as_mut(&mut *guard)) {
+                if let Some((w, ok)) = self.issue(commit, w, lease) {
+                    // It ended already. With `f.due` out, the committer
+                    // keeps this write's completions until that batch is
+                    // given back (one batch is out at a time), so `due`
+                    // holds one batch at most.
+                    let shared = self.state_lock(commit.committer.layout());
+                    let ended = commit.committer.write_done(&shared, w, ok);
+                    f = Flushed {
+                        due: f.due.or(ended.due),
+                        ..ended
+                    };
+                    continue;
                 }
             }
             self.progress.notify_all();
@@ -975,13 +981,12 @@ impl ExceptionStore for PersistentStore {
             {
                 Commit::Queued => return,
                 Commit::Write(w) => match data.issue(commit, w, lease.as_ref()) {
-                    Some(f) => f,
+                    Some((w, ok)) => commit.committer.write_done(&shared, w, ok),
                     None => return,
                 },
                 Commit::Due(batch) => Flushed {
                     due: Some(batch),
-                    next: None,
-                    error: None,
+                    ..Flushed::default()
                 },
                 Commit::Failed(failed) => {
                     drop(guard);

@@ -639,6 +639,7 @@ impl Harness {
     /// Calls the completions of `b` in order; the emptied queue to give
     /// back, or `None` when it is held (`late`).
     fn call(&mut self, mut b: Queue) -> Option<Queue> {
+        assert!(self.held.is_empty(), "a batch handed out while one is out");
         if !self.valid() && b.done.len() > 1 {
             self.stats.invalid_flushes += 1;
         }

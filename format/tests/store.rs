@@ -1593,12 +1593,14 @@ fn a_failed_flight_with_a_full_area_waiting_fails_every_completion() {
 
 /// The kernel calls due completions after releasing the commit lock, then
 /// gives their queue back: a later commit and the next write_done may
-/// come first. Holding the queues of two writes, the caller leaves the
-/// committer no spare: write_done makes no write for the record committed
-/// meanwhile, which waits, dirty, until a give_back makes its write.
-/// Nothing is lost.
+/// come first (the next write can complete on another CPU, or inside its
+/// submission). One batch is out at a time: the write reported while the
+/// first queue is out keeps its completions, counts as in flight (no
+/// write is made for the record committed meanwhile, which waits, dirty),
+/// and the give_back of the first queue hands them out with the next
+/// write. Completions come in commit order; nothing is lost.
 #[test]
-fn a_write_done_before_the_due_queue_is_given_back_loses_nothing() {
+fn a_write_done_while_a_queue_is_out_hands_its_completions_out_after_it() {
     // 2-sector chunks written in 512-byte blocks: records 31 and 32 are in
     // different blocks.
     let (l, s, mut c) = fresh(2, 512);
@@ -1612,25 +1614,28 @@ fn a_write_done_before_the_due_queue_is_given_back_loses_nothing() {
     assert!(is_queued(&c.commit_exception(&s, &mut d, e(30), true, 30)));
     assert!(issue(&mut d, &a, true));
     let fa = c.write_done(&s, a, true);
-    let held_a = fa.due.expect("29's queue");
+    let mut held_a = fa.due.expect("29's queue");
     assert_eq!(held_a.done, [29]);
     let b = fa.next.expect("the write of 30");
     // A's queue is still out when 31 comes and B completes.
     assert!(is_queued(&c.commit_exception(&s, &mut d, e(31), true, 31)));
     assert!(issue(&mut d, &b, true));
     let fb = c.write_done(&s, b, true);
-    let held_b = fb.due.expect("30's queue");
-    assert_eq!(held_b.done, [30]);
-    assert!(fb.next.is_none(), "no spare queue for a write");
+    assert!(fb.due.is_none(), "30's queue waits for 29's");
+    assert!(fb.next.is_none(), "the write of 30 counts as in flight");
     assert_eq!(fb.error, None);
     // Record 31 waits, dirty, with its completion.
     assert_eq!(c.open().done, [31]);
     assert_eq!(c.dirty_range(), Some(0..512));
     assert!(!c.is_idle());
     assert!(c.merger().is_none());
-    // Giving A's queue back makes its write.
-    let (mut got, next) = take_due(&mut c, &s, held_a);
-    let w = next.expect("the write of 31, from give_back");
+    // Giving A's queue back (its completions called) hands out 30's
+    // completion and makes 31's write.
+    let mut got = std::mem::take(&mut held_a.done);
+    let f = c.give_back(&s, held_a);
+    let held_b = f.due.expect("30's queue, from give_back");
+    assert_eq!(held_b.done, [30]);
+    let w = f.next.expect("the write of 31, from give_back");
     assert_eq!(
         *w.write(),
         AreaWrite {
@@ -1662,11 +1667,12 @@ fn a_write_done_before_the_due_queue_is_given_back_loses_nothing() {
     );
 }
 
-/// As above, but the store is idle when the commit comes, with both due
-/// queues still out: the commit is Queued with nothing in flight, its
-/// record dirty, and the give_back of the first queue makes its write.
+/// As above, but nothing is committed between the two writes: the write
+/// reported while the first queue is out keeps the committer busy, a
+/// commit coming then is Queued with its record dirty, and the give_back
+/// hands out the completions before making its write.
 #[test]
-fn a_commit_before_the_due_queues_are_given_back_loses_nothing() {
+fn a_commit_while_a_completed_write_waits_for_the_queue_out_loses_nothing() {
     let (l, s, mut c) = fresh(2, 512);
     let mut d = new_dev(l, 100);
     let chunks: Vec<u64> = (0..33).map(|_| prepare(&s, BIG).unwrap()).collect();
@@ -1681,21 +1687,18 @@ fn a_commit_before_the_due_queues_are_given_back_loses_nothing() {
     let b = fa.next.unwrap();
     assert!(issue(&mut d, &b, true));
     let fb = c.write_done(&s, b, true);
-    assert!(fb.next.is_none());
-    assert!(c.is_idle());
-    let (held_a, held_b) = (fa.due.unwrap(), fb.due.unwrap());
-    // Both due queues are still out: record 32 comes.
+    assert!(fb.next.is_none() && fb.due.is_none());
+    assert!(!c.is_idle(), "31's completion is not handed out yet");
+    let held_a = fa.due.unwrap();
+    // 30's queue is still out: record 32 comes.
     let r = c.commit_exception(&s, &mut d, e(32), true, 32);
     assert!(is_queued(&r), "{r:?}");
     assert_eq!(c.open().done, [32]);
     assert_eq!(c.dirty_range(), Some(512..1024));
-    assert!(!c.is_idle());
     let (mut got, next) = take_due(&mut c, &s, held_a);
+    assert_eq!(got, [30, 31], "30's, then 31's from the give_back");
     let w = next.expect("the write of 32, from give_back");
     assert_eq!((w.write().offset, w.write().sector), (512, 3));
-    let (due, next) = take_due(&mut c, &s, held_b);
-    assert!(next.is_none());
-    got.extend(due);
     got.extend(settle(&mut c, &s, &mut d, w));
     assert_eq!(got, (30..33).collect::<Vec<u32>>());
     assert!(c.is_idle());

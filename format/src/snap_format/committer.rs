@@ -176,9 +176,9 @@ pub enum Commit<B, C, W> {
     Queued,
     /// Recorded; issue this write, which makes it durable.
     Write(CommitWrite<W>),
-    /// Recorded, and the store is invalid with no write in flight: call
-    /// these completions with failure, in order, then give the batch back
-    /// with [`Committer::give_back`].
+    /// Recorded, and the store is invalid with no write in flight and no
+    /// batch out: call these completions with failure, in order, then give
+    /// the batch back with [`Committer::give_back`].
     Due(B),
     /// Recorded, but its completion could not be queued (not reached: the
     /// queue is checked first); the store is now invalid. Call `done` with
@@ -197,13 +197,25 @@ pub enum Commit<B, C, W> {
 pub struct Flushed<B, W> {
     /// Completions now due, in order: call each with [`Shared::is_valid`]
     /// as it is at that call, then give the emptied batch back with
-    /// [`Committer::give_back`].
+    /// [`Committer::give_back`]. One batch is out at a time (see
+    /// "Handing out completions").
     pub due: Option<B>,
     /// The next write to issue.
     pub next: Option<CommitWrite<W>>,
     /// A problem to log: a write that could not be made, which made the
     /// store invalid.
     pub error: Option<Error>,
+}
+
+impl<B, W> Default for Flushed<B, W> {
+    /// Nothing to do.
+    fn default() -> Self {
+        Self {
+            due: None,
+            next: None,
+            error: None,
+        }
+    }
 }
 
 /// What [`Committer::launch`] did.
@@ -356,8 +368,11 @@ struct Dirty {
 ///   (`full`), or after a merge stepped back into a full area.
 /// - Outside `dirty` and the write in flight, the area on disk equals
 ///   `area` (see "Dirty ranges").
-/// - At most one write is in flight: `flight` is `Some` exactly then, and
-///   the I/O buffer is out with it.
+/// - At most one write is in flight: `flight` is `Some` exactly then (or
+///   while it `landed`), and the I/O buffer is out with it until
+///   `write_done`.
+/// - `landed` only while `out`; `out` exactly while the caller holds a
+///   batch handed out by `commit_exception`, `write_done` or `give_back`.
 /// - `prepared <= current_committed`.
 ///
 /// # Group commit
@@ -383,6 +398,18 @@ struct Dirty {
 /// first, as C does, and the area in memory moves on when that write is
 /// made. If a write is in flight, the full area waits for it, and the
 /// next commit with it.
+///
+/// # Handing out completions
+///
+/// The caller calls a due batch with its locks released, so the write
+/// made next may complete meanwhile, on another thread or inside the
+/// submission. One batch is out at a time: a write reported by
+/// [`Committer::write_done`] while a batch is out keeps its completions
+/// until that batch comes back, and [`Committer::give_back`] hands them
+/// out then. The write counts as in flight until then, so nothing else is
+/// made or handed out meanwhile (there is no spare batch for it anyway).
+/// Batches are thus called one after the other, in the order of their
+/// writes, whoever reports the writes.
 ///
 /// # Dirty ranges
 ///
@@ -417,8 +444,14 @@ pub struct Committer<A, B, W> {
     cleanup: bool,
     /// Completions of the records not yet in a write.
     open: B,
-    /// Completions of the write in flight; `Some` exactly while one is.
+    /// Completions of the write in flight; `Some` exactly while one is
+    /// (or while one that completed waits for `out`: `landed`).
     flight: Option<B>,
+    /// A due batch is out: handed to the caller, not given back yet.
+    out: bool,
+    /// The write in flight completed while a batch was out: its
+    /// completions are due when that batch is given back.
+    landed: bool,
     /// Empty completion queues.
     spare_batches: Spares<B>,
     /// The I/O buffer, `None` while a write has it.
@@ -472,6 +505,8 @@ where
             cleanup: false,
             open,
             flight: None,
+            out: false,
+            landed: false,
             spare_batches: Spares(Some(b1), Some(b2)),
             io_buf: Some(io),
             batch_limit: batch_capacity(layout),
@@ -711,11 +746,15 @@ where
             if full {
                 self.next_area(shared);
             }
-            if self.open.is_empty() {
+            // One batch out at a time: these wait for its give_back.
+            if self.open.is_empty() || self.out {
                 return Ok(Launch::Nothing);
             }
             return Ok(match self.spare_batches.take() {
-                Some(empty) => Launch::Due(core::mem::replace(&mut self.open, empty)),
+                Some(empty) => {
+                    self.out = true;
+                    Launch::Due(core::mem::replace(&mut self.open, empty))
+                }
                 // The caller holds the spare: it hands these out when it
                 // gives that back.
                 None => Launch::Nothing,
@@ -811,6 +850,9 @@ where
     /// completion waiting fails with it: those of the open batch once the
     /// due batch is given back.
     ///
+    /// While a batch is out, the completions stay until it is given back
+    /// (see "Handing out completions"), and nothing is handed back now.
+    ///
     /// C: the tail of `persistent_commit_exception()`: `ps->valid = 0` on a
     /// failed `zero_disk_area()` or `area_io()`, then the callbacks.
     pub fn write_done(
@@ -823,7 +865,12 @@ where
         if !ok {
             shared.with(|s| s.valid = false);
         }
+        if self.out {
+            self.landed = self.flight.is_some();
+            return Flushed::default();
+        }
         let due = self.flight.take();
+        self.out = due.is_some();
         let (launched, error) = self.launch_or_fail(shared);
         match launched {
             Launch::Nothing => Flushed {
@@ -836,30 +883,34 @@ where
                 next: Some(w),
                 error,
             },
-            // The store is invalid and records wait: `due` already holds
-            // the flight's completions, and a Flushed hands out one batch.
-            // Put the open one back; the give_back of `due` hands it out.
-            Launch::Due(b) => {
-                let empty = core::mem::replace(&mut self.open, b);
-                self.spare_batches.put(empty);
-                Flushed {
-                    due,
-                    next: None,
-                    error,
-                }
-            }
+            // Made only with no batch out: no write was in flight, so
+            // `due` is `None`.
+            Launch::Due(b) => Flushed {
+                due: Some(b),
+                next: None,
+                error,
+            },
         }
     }
 
     /// Gives back a queue whose completions were all called: what waited
-    /// for it is made now (a write, or the open completions of an invalid
-    /// store, due in their turn).
+    /// for it is handed out now: the completions of a write that completed
+    /// meanwhile, the next write, or the open completions of an invalid
+    /// store.
     pub fn give_back(&mut self, shared: &impl SharedLock, batch: B) -> Flushed<B, W> {
         self.spare_batches.put(batch);
+        // The completions of a write that completed meanwhile come first.
+        let landed = if core::mem::take(&mut self.landed) {
+            self.flight.take()
+        } else {
+            None
+        };
+        self.out = landed.is_some();
         let (launched, error) = self.launch_or_fail(shared);
         let (due, next) = match launched {
-            Launch::Nothing => (None, None),
-            Launch::Write(w) => (None, Some(w)),
+            Launch::Nothing => (landed, None),
+            Launch::Write(w) => (landed, Some(w)),
+            // Made only with no batch out, so `landed` is `None`.
             Launch::Due(b) => (Some(b), None),
         };
         Flushed { due, next, error }
