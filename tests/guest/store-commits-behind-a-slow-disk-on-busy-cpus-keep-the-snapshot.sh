@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # Commit writes that complete out of the submitter's sight: the origin and
-# the COW device sit behind a 1 ms dm-delay, and four busy loops keep both
-# CPUs taken, so a commit write sometimes completes on another CPU while its
-# submitter is still inside dm-io, and the next write is issued while the
-# completions of the last are being called. Each round writes 1000 chunks
-# of the origin in order at queue depth 16 (4 KiB chunks: the records fill
-# three areas and go on into a fourth), then the snapshot must be valid and read
-# as the origin did before, and so must the COW device activated again,
-# with the usage C's reports. Both stores, ten rounds each. A
-# completion lost or failed by the store makes dm-snapshot invalidate the
-# snapshot.
-# timeout: 900
-# cost: 290
+# the COW device sit behind a 1 ms dm-delay, and two busy loops per CPU
+# keep the CPUs taken, so a commit write sometimes completes (on another
+# CPU, or while its submitter is preempted) before dm-io returns, and the
+# next write is issued while the completions of the last are being
+# called. Each round writes 1000 chunks of the origin in order at queue
+# depth 16 (4 KiB chunks: the records fill three areas and go on into a
+# fourth), then the snapshot must be valid and read as the origin did
+# before, and so must the COW device activated again, with the usage C's
+# reports. Both stores, six rounds each. A completion lost or failed by
+# the store makes dm-snapshot invalidate the snapshot.
+# timeout: 1200
+# cost: 450
 . "$DMSNAP_HARNESS/lib.sh"
 
 command -v fio > /dev/null || skip "no fio"
-ROUNDS=10
+ROUNDS=6
 FILL=1000
 make_pattern "$TMP/before" $((FILL * 4))
 
@@ -54,7 +54,7 @@ observe() {
 	local r h hogs=()
 	make_ram_disks 2 $((64 * 1024))
 	dm_remove_all_on_exit
-	for h in 1 2 3 4; do
+	for ((h = 0; h < 2 * $(nproc); h++)); do
 		(while :; do :; done) &
 		hogs+=($!)
 	done
