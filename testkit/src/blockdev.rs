@@ -4,7 +4,6 @@
 //! test are dm devices whose page cache the snapshot never sees, so every
 //! read and write here bypasses it.
 
-use std::alloc::Layout;
 use std::fs::File;
 use std::fs::OpenOptions;
 use std::io;
@@ -19,49 +18,35 @@ use std::path::Path;
 /// Alignment of [`AlignedBuf`]: enough for 4 KiB logical blocks.
 pub const ALIGN: usize = 4096;
 
-/// A zeroed byte buffer aligned to [`ALIGN`], for `O_DIRECT`.
+/// A zeroed byte buffer aligned to [`ALIGN`], for `O_DIRECT`: the aligned
+/// part of a vector one alignment longer (its heap block does not move
+/// with it).
 pub struct AlignedBuf {
-    ptr: std::ptr::NonNull<u8>,
+    mem: Vec<u8>,
+    start: usize,
     len: usize,
 }
 
-// SAFETY: the buffer is owned memory, like a Vec<u8>.
-unsafe impl Send for AlignedBuf {}
-
 impl AlignedBuf {
-    /// `len` zero bytes (`len` > 0).
+    /// `len` zero bytes.
     pub fn new(len: usize) -> Self {
-        let layout =
-            Layout::from_size_align(len.max(1), ALIGN).unwrap_or_else(|_| Layout::new::<u8>());
-        // SAFETY: the layout has a nonzero size.
-        let p = unsafe { std::alloc::alloc_zeroed(layout) };
-        let ptr =
-            std::ptr::NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        Self { ptr, len }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        let layout =
-            Layout::from_size_align(self.len.max(1), ALIGN).unwrap_or_else(|_| Layout::new::<u8>());
-        // SAFETY: allocated in `new` with this layout.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) }
+        let mem = vec![0u8; len + ALIGN];
+        // Always below ALIGN for a byte pointer.
+        let start = mem.as_ptr().align_offset(ALIGN).min(ALIGN);
+        Self { mem, start, len }
     }
 }
 
 impl Deref for AlignedBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: `len` initialised bytes owned by self.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        &self.mem[self.start..self.start + self.len]
     }
 }
 
 impl DerefMut for AlignedBuf {
     fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: `len` initialised bytes owned exclusively by self.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        &mut self.mem[self.start..self.start + self.len]
     }
 }
 

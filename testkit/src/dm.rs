@@ -81,11 +81,12 @@ pub struct Target<'a> {
     pub params: &'a str,
 }
 
-struct Buf(Vec<u64>);
+/// A command buffer: `struct dm_ioctl` and its payload, BUF bytes.
+struct Buf(Vec<u8>);
 
 impl Buf {
     fn new(name: &str) -> io::Result<Self> {
-        let mut b = Self(vec![0u64; BUF / 8]);
+        let mut b = Self(vec![0u8; BUF]);
         if name.len() >= NAME_LEN {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -99,12 +100,10 @@ impl Buf {
         Ok(b)
     }
     fn bytes(&self) -> &[u8] {
-        // SAFETY: a Vec<u64> viewed as its bytes.
-        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<u8>(), BUF) }
+        &self.0
     }
     fn bytes_mut(&mut self) -> &mut [u8] {
-        // SAFETY: a Vec<u64> viewed as its bytes, borrowed exclusively.
-        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<u8>(), BUF) }
+        &mut self.0
     }
     fn put_u32(&mut self, at: usize, v: u32) {
         self.bytes_mut()[at..at + 4].copy_from_slice(&v.to_le_bytes());
@@ -146,8 +145,15 @@ impl Control {
         })
     }
 
+    /// The one system call of the test kit that Rust cannot check.
+    #[allow(unsafe_code)]
     fn ioctl(&self, nr: u32, b: &mut Buf, what: &str) -> io::Result<()> {
-        // SAFETY: the buffer is BUF bytes long and data_size says so.
+        // SAFETY: `b.0` is a live, exclusively borrowed buffer of BUF bytes,
+        // and its `data_size` field (set by `Buf::new`, never changed) says
+        // BUF: the kernel copies in and out of at most that many bytes
+        // (with copy_from_user/copy_to_user, so no alignment is needed),
+        // and keeps no pointer to it after the call. The file descriptor
+        // is `/dev/mapper/control`, open for as long as `self`.
         let r = unsafe { libc::ioctl(self.file.as_raw_fd(), request(nr) as _, b.0.as_mut_ptr()) };
         if r < 0 {
             let e = io::Error::last_os_error();

@@ -34,8 +34,12 @@
 //! Every figure of the on-disk layout comes from the format core
 //! (`snap_format`). The crash model is described in
 //! `Documentation/crash-model.md`.
+//!
+//! Safe Rust but for one call: the ioctl of [`dm`], which no safe interface
+//! of the standard library makes.
 
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod blockdev;
 pub mod dm;
