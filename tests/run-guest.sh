@@ -211,10 +211,11 @@ for t in "${tests[@]}"; do
 		failed=$((failed + 1))
 		echo "FAIL $n: $reason"
 		[ -f "$RES/$n.log" ] && tail -n 15 "$RES/$n.log" | sed 's/^/    | /'
-		# and the device-mapper lines of the kernel log, which say why a
-		# store was invalidated or a table refused
-		[ -f "$RES/$n.dmesg" ] && grep -E 'device-mapper|dm_snap' "$RES/$n.dmesg" |
-			tail -n 10 | sed 's/^/    | kernel: /'
+		# and the device-mapper lines the kernel logged during the test
+		# (the file holds the guest's whole log), which say why a store
+		# was invalidated or a table refused
+		[ -f "$RES/$n.dmesg" ] && sed -n "/dmsnap-test: begin $n\$/,\$p" "$RES/$n.dmesg" |
+			grep -E 'device-mapper|dm_snap' | tail -n 10 | sed 's/^/    | kernel: /'
 		;;
 	esac
 done
