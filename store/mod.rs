@@ -986,7 +986,8 @@ impl ExceptionStore for PersistentStore {
                 },
                 Commit::Due(batch) => Flushed {
                     due: Some(batch),
-                    ..Flushed::default()
+                    next: None,
+                    error: None,
                 },
                 Commit::Failed(failed) => {
                     drop(guard);

@@ -207,17 +207,6 @@ pub struct Flushed<B, W> {
     pub error: Option<Error>,
 }
 
-impl<B, W> Default for Flushed<B, W> {
-    /// Nothing to do.
-    fn default() -> Self {
-        Self {
-            due: None,
-            next: None,
-            error: None,
-        }
-    }
-}
-
 /// What [`Committer::launch`] did.
 enum Launch<B, W> {
     Nothing,
@@ -867,7 +856,11 @@ where
         }
         if self.out {
             self.landed = self.flight.is_some();
-            return Flushed::default();
+            return Flushed {
+                due: None,
+                next: None,
+                error: None,
+            };
         }
         let due = self.flight.take();
         self.out = due.is_some();

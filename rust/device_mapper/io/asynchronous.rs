@@ -377,6 +377,16 @@ const IN_FLIGHT: u32 = 1;
 /// box and hands the outcome back to its caller.
 const DONE_INLINE: u32 = 2;
 
+/// The outcome of a completed write from the error bits `notify` stored
+/// in [`RequestInner::error`], which it clears for the next write.
+fn take_result(error: &mut ffi::c_ulong) -> Result {
+    if core::mem::take(error) == 0 {
+        Ok(())
+    } else {
+        Err(EIO)
+    }
+}
+
 /// What [`IoClient::write_async`] did with a request.
 pub enum Submitted<M, D> {
     /// The write is in flight: [`IoDone::io_done`] gets the request back.
@@ -400,11 +410,7 @@ impl<M: IoMemory + Send + 'static, D: IoDone<M>> WorkItem for RequestInner<M, D>
             // Not reached: only a submitted request is queued.
             return;
         };
-        let result = if core::mem::take(fields.error) == 0 {
-            Ok(())
-        } else {
-            Err(EIO)
-        };
+        let result = take_result(fields.error);
         let Flight {
             done,
             client,
@@ -645,11 +651,7 @@ impl IoClient {
         if r != 0 {
             return Err((Error::from_errno(r), IoRequest(boxed)));
         }
-        let result = if core::mem::take(fields.error) == 0 {
-            Ok(())
-        } else {
-            Err(EIO)
-        };
+        let result = take_result(fields.error);
         Ok(Submitted::Completed(IoRequest(boxed), result))
     }
 }
